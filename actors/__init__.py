@@ -1,0 +1,1 @@
+"""Stream actors and the registry that supervises them."""

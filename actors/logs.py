@@ -1,0 +1,354 @@
+"""Storage behind a small interface: one append-only log per stream, plus fork links.
+
+`MemoryStorage` keeps logs in byte arrays, `FileStorage` in files under a data directory.
+Both use the same frames, so an actor recovers the same way from either. Only actors call
+these; blocking file I/O runs in worker threads so one slow disk never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import cbor2
+import trio
+
+from actors import framing
+from streams import records
+from streams.machine import Slice
+
+
+class DataDirLocked(RuntimeError):
+    """Another process owns the data directory."""
+
+
+class Log(Protocol):
+    end: int
+
+    def stage(self, meta: bytes, data: bytes) -> int:
+        """Buffer one frame; returns where its data will sit."""
+
+    async def commit(self) -> None:
+        """Write everything staged, durable to the storage mode's promise."""
+
+    async def read(self, slices: Iterable[Slice]) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+Recovered = list[tuple[records.Record, int]]
+
+
+class Storage(Protocol):
+    async def open(self, name: str) -> tuple[Log, Recovered] | None: ...
+
+    async def create(self, name: str) -> Log: ...
+
+    async def remove(self, name: str) -> None: ...
+
+    async def add_link(self, source: str, fork: str, incarnation: str) -> None: ...
+
+    async def remove_link(self, source: str, fork: str) -> None: ...
+
+    async def links(self, source: str) -> dict[str, str]:
+        """Forks recorded against `source`: fork name to the fork's incarnation."""
+
+    async def incarnation(self, name: str) -> str | None:
+        """The incarnation of the stream stored under `name`, if any."""
+
+    def close(self) -> None: ...
+
+
+def _recover(buffer: bytes | bytearray) -> tuple[Recovered, int]:
+    recovered: Recovered = []
+    end = 0
+    for item in framing.scan(buffer):
+        if isinstance(item, int):
+            end = item
+            break
+        data = bytes(buffer[item.data_locator : item.data_locator + item.data_length])
+        recovered.append((records.decode(item.meta, data), item.data_locator))
+    if recovered and not isinstance(recovered[0][0], records.Create):
+        raise ValueError("log does not start with a create record")
+    return recovered, end
+
+
+# ---- memory ------------------------------------------------------------------------------
+
+
+@attrs.define
+class MemoryLog:
+    buffer: bytearray
+    end: int = 0
+    _staged: list[bytes] = attrs.field(factory=list)
+    _staged_end: int = 0
+
+    def stage(self, meta: bytes, data: bytes) -> int:
+        start = max(self.end, self._staged_end)
+        self._staged.append(framing.frame(meta, data))
+        self._staged_end = start + len(self._staged[-1])
+        return start + framing.data_offset(meta)
+
+    async def commit(self) -> None:
+        self.buffer += b"".join(self._staged)
+        self._staged.clear()
+        self.end = len(self.buffer)
+        await trio.lowlevel.checkpoint()
+
+    async def read(self, slices: Iterable[Slice]) -> bytes:
+        view = memoryview(self.buffer)
+        return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)
+
+    def close(self) -> None:
+        self._staged.clear()
+
+
+@attrs.define
+class MemoryStorage:
+    _logs: dict[str, bytearray] = attrs.field(factory=dict)
+    _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
+
+    async def open(self, name: str) -> tuple[Log, Recovered] | None:
+        buffer = self._logs.get(name)
+        if not buffer:
+            return None
+        recovered, end = _recover(buffer)
+        del buffer[end:]
+        return MemoryLog(buffer, end), recovered
+
+    async def create(self, name: str) -> Log:
+        self._logs[name] = bytearray()
+        return MemoryLog(self._logs[name])
+
+    async def remove(self, name: str) -> None:
+        self._logs.pop(name, None)
+        self._links.pop(name, None)
+
+    async def add_link(self, source: str, fork: str, incarnation: str) -> None:
+        self._links.setdefault(source, {})[fork] = incarnation
+
+    async def remove_link(self, source: str, fork: str) -> None:
+        self._links.get(source, {}).pop(fork, None)
+
+    async def links(self, source: str) -> dict[str, str]:
+        return dict(self._links.get(source, {}))
+
+    async def incarnation(self, name: str) -> str | None:
+        opened = await self.open(name)
+        if opened is None:
+            return None
+        create = opened[1][0][0]
+        assert isinstance(create, records.Create)
+        return create.incarnation
+
+    def close(self) -> None:
+        pass
+
+
+# ---- files -------------------------------------------------------------------------------
+
+
+def _digest(name: str) -> str:
+    """Names map to fixed-length hex file names: nothing in a name can reach the path."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@attrs.define
+class FileLog:
+    fd: int
+    end: int
+    durable: bool
+    _staged: list[bytes] = attrs.field(factory=list)
+    _staged_end: int = 0
+
+    def stage(self, meta: bytes, data: bytes) -> int:
+        start = max(self.end, self._staged_end)
+        self._staged.append(framing.frame(meta, data))
+        self._staged_end = start + len(self._staged[-1])
+        return start + framing.data_offset(meta)
+
+    async def commit(self) -> None:
+        payload = b"".join(self._staged)
+        self._staged.clear()
+        await trio.to_thread.run_sync(self._write, payload)
+        self.end += len(payload)
+
+    def _write(self, payload: bytes) -> None:
+        view = memoryview(payload)
+        try:
+            written = 0
+            while written < len(view):
+                written += os.pwrite(self.fd, view[written:], self.end + written)
+            if self.durable:
+                os.fdatasync(self.fd)
+        except OSError:
+            # Leave no partial frame behind; the actor fails stop and recovers from disk.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.end)
+            raise
+
+    async def read(self, slices: Iterable[Slice]) -> bytes:
+        wanted = list(slices)
+        return await trio.to_thread.run_sync(self._read, wanted)
+
+    def _read(self, slices: list[Slice]) -> bytes:
+        return b"".join(os.pread(self.fd, s.length, s.locator + s.skip) for s in slices)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@attrs.define
+class FileStorage:
+    root: Path
+    durable: bool
+    _lock_fd: int = -1
+
+    def __attrs_post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "streams").mkdir(exist_ok=True)
+        (self.root / "forks").mkdir(exist_ok=True)
+        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise DataDirLocked(
+                    f"data directory {self.root} is in use by another process; "
+                    "one process owns a data directory (run a single worker)"
+                ) from error
+            raise
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _path(self, name: str) -> Path:
+        digest = _digest(name)
+        return self.root / "streams" / digest[:2] / f"{digest}.log"
+
+    def _links_dir(self, source: str) -> Path:
+        return self.root / "forks" / _digest(source)
+
+    async def open(self, name: str) -> tuple[Log, Recovered] | None:
+        return await trio.to_thread.run_sync(self._open, name)
+
+    def _open(self, name: str) -> tuple[Log, Recovered] | None:
+        path = self._path(name)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            buffer = os.pread(fd, size, 0) if size else b""
+            recovered, end = _recover(buffer)
+            if end < size:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            if not recovered:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return FileLog(fd, end, self.durable), recovered
+
+    async def create(self, name: str) -> Log:
+        return await trio.to_thread.run_sync(self._create, name)
+
+    def _create(self, name: str) -> Log:
+        path = self._path(name)
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        if self.durable:
+            _fsync_dir(path.parent)
+        return FileLog(fd, 0, self.durable)
+
+    async def remove(self, name: str) -> None:
+        await trio.to_thread.run_sync(self._remove, name)
+
+    def _remove(self, name: str) -> None:
+        path = self._path(name)
+        path.unlink(missing_ok=True)
+        links = self._links_dir(name)
+        if links.exists():
+            for link in links.iterdir():
+                link.unlink(missing_ok=True)
+            links.rmdir()
+        if self.durable:
+            _fsync_dir(path.parent)
+
+    async def add_link(self, source: str, fork: str, incarnation: str) -> None:
+        await trio.to_thread.run_sync(self._add_link, source, fork, incarnation)
+
+    def _add_link(self, source: str, fork: str, incarnation: str) -> None:
+        directory = self._links_dir(source)
+        directory.mkdir(exist_ok=True)
+        path = directory / _digest(fork)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(cbor2.dumps({"fork": fork, "id": incarnation}))
+        if self.durable:
+            fd = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        temporary.replace(path)
+        if self.durable:
+            _fsync_dir(directory)
+
+    async def remove_link(self, source: str, fork: str) -> None:
+        path = self._links_dir(source) / _digest(fork)
+        await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+    async def links(self, source: str) -> dict[str, str]:
+        return await trio.to_thread.run_sync(self._read_links, source)
+
+    def _read_links(self, source: str) -> dict[str, str]:
+        directory = self._links_dir(source)
+        if not directory.exists():
+            return {}
+        found = {}
+        for path in directory.iterdir():
+            if path.suffix == ".tmp":
+                continue
+            doc = cbor2.loads(path.read_bytes())
+            found[doc["fork"]] = doc["id"]
+        return found
+
+    async def incarnation(self, name: str) -> str | None:
+        return await trio.to_thread.run_sync(self._incarnation, name)
+
+    def _incarnation(self, name: str) -> str | None:
+        try:
+            with open(self._path(name), "rb") as file:
+                header = file.read(framing.HEADER.size)
+                if len(header) < framing.HEADER.size:
+                    return None
+                _, meta_length, _ = framing.HEADER.unpack(header)
+                meta = cbor2.loads(file.read(min(meta_length, framing.MAX_META)))
+        except (FileNotFoundError, ValueError, cbor2.CBORDecodeError):
+            return None
+        return meta.get("id") if isinstance(meta, dict) else None

@@ -1,0 +1,97 @@
+"""What the service layer asks a stream actor, and what the actor answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from streams.machine import AppendRequest, CreateRequest
+from streams.offsets import Sentinel
+from streams.records import StreamConfig
+
+
+@attrs.frozen
+class Create:
+    request: CreateRequest
+    # For forks: registers the new fork (by incarnation) with its source before commit.
+    link: Callable[[str], Awaitable[None]] | None = None
+
+
+@attrs.frozen
+class Append:
+    request: AppendRequest
+
+
+@attrs.frozen
+class Read:
+    start: int | Sentinel
+    max_bytes: int
+    bound: int | None = None  # never read at or past this position (a fork's offset)
+    internal: bool = False  # a fork reading inherited data: no TTL touch, soft-delete ok
+
+
+@attrs.frozen
+class Head:
+    pass
+
+
+@attrs.frozen
+class Delete:
+    pass
+
+
+@attrs.frozen
+class Describe:
+    """Fork creation: the source's metadata, readable even when soft-deleted."""
+
+
+@attrs.frozen
+class Advance:
+    """Fork creation: resolve a sub-offset through this stream's own data."""
+
+    position: int
+    count: int
+    bound: int
+
+
+@attrs.frozen
+class Link:
+    fork: str
+    incarnation: str
+
+
+@attrs.frozen
+class Unlink:
+    fork: str
+
+
+@attrs.frozen
+class Expire:
+    pass
+
+
+Message = Create | Append | Read | Head | Delete | Describe | Advance | Link | Unlink | Expire
+
+
+@attrs.frozen
+class Snapshot:
+    """A stream's metadata at one moment, plus the event its next change will set."""
+
+    config: StreamConfig
+    incarnation: str
+    tail: int
+    closed: bool
+    soft_deleted: bool
+    deadline: float | None
+    changed: trio.Event = attrs.field(eq=False)
+
+
+@attrs.frozen
+class ReadResult:
+    snapshot: Snapshot
+    start: int
+    end: int
+    data: bytes  # stored form; JSON streams store `message,` items
+    source: str | None = None  # set when `start` lies in a fork's inherited range

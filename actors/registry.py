@@ -1,0 +1,105 @@
+"""The registry supervises stream actors: it spawns them on demand inside its nursery,
+lets idle ones stop, contains their failures, and expires streams nobody touches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from actors import messages as m
+from actors.actor import Pending, StreamActor
+from actors.logs import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        idle_timeout: float = 30.0,
+        sweep_interval: float = 0.5,
+        inbox_size: int = 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.idle_timeout = idle_timeout
+        self.sweep_interval = sweep_interval
+        self.inbox_size = inbox_size
+        self.clock = clock
+        self._actors: dict[str, StreamActor] = {}
+        self._stopping: dict[str, trio.Event] = {}
+        self._deadlines: dict[str, float] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sweep)
+            task_status.started()
+            await trio.sleep_forever()
+
+    @property
+    def active(self) -> int:
+        return len(self._actors)
+
+    async def call(self, name: str, message: m.Message) -> Any:
+        """Send a message to the stream's actor and wait for its reply."""
+        pending = Pending()
+        envelope = (message, pending)
+        # No checkpoint between looking the actor up and queueing: an actor only stops
+        # while its inbox is empty, and it leaves the registry before closing the inbox.
+        actor = self._actor(name)
+        try:
+            actor.send.send_nowait(envelope)
+        except trio.WouldBlock:
+            await actor.send.send(envelope)
+        return await pending.wait()
+
+    def _actor(self, name: str) -> StreamActor:
+        actor = self._actors.get(name)
+        if actor is None:
+            if self._nursery is None:
+                raise RuntimeError("registry is not running")
+            actor = StreamActor(name, self, self.storage, self.clock, self.inbox_size)
+            self._actors[name] = actor
+            previous = self._stopping.get(name)
+            self._stopping[name] = actor.stopped
+            self._nursery.start_soon(actor.run, previous, self.idle_timeout)
+        return actor
+
+    def forget(self, actor: StreamActor) -> None:
+        if self._actors.get(actor.name) is actor:
+            del self._actors[actor.name]
+
+    def note_deadline(self, name: str, deadline: float | None) -> None:
+        if deadline is None:
+            self._deadlines.pop(name, None)
+        else:
+            self._deadlines[name] = deadline
+
+    async def _sweep(self) -> None:
+        """Expire streams whose deadline passed, even if no request touches them."""
+        while True:
+            await trio.sleep(self.sweep_interval)
+            now = self.clock()
+            for name, deadline in list(self._deadlines.items()):
+                if deadline <= now and not math.isnan(deadline):
+                    del self._deadlines[name]
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._expire, name)
+            for name, stopped in list(self._stopping.items()):
+                if stopped.is_set() and name not in self._actors:
+                    del self._stopping[name]
+
+    async def _expire(self, name: str) -> None:
+        try:
+            await self.call(name, m.Expire())
+        except Exception:
+            log.exception("expiring %r failed", name)

@@ -1,0 +1,1 @@
+"""Durable Streams protocol server on Trio."""

@@ -1,0 +1,81 @@
+"""The ASGI application: `hypercorn streams.app:app --worker-class trio`.
+
+Protocol routes (`/v1/stream/...`) go straight to the plain ASGI handler; Quart serves the
+rest (health and readiness) and runs the registry in its lifespan nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from quart_trio import QuartTrio
+
+from actors.logs import FileStorage, MemoryStorage, Storage
+from actors.registry import Registry
+from actors.service import Streams
+from streams.config import Settings
+from streams.http import PREFIX, Receive, Scope, Send, StreamsHTTP
+
+
+class StreamsApp(QuartTrio):
+    protocol: StreamsHTTP | None = None
+    storage: Storage | None = None
+    registry_scope: trio.CancelScope | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if (
+            self.protocol is not None
+            and scope["type"] == "http"
+            and scope["path"].startswith(PREFIX)
+        ):
+            await self.protocol(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+
+
+def open_storage(settings: Settings) -> Storage:
+    if settings.storage_mode == "memory":
+        return MemoryStorage()
+    return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
+
+
+def create_app(settings: Settings | None = None) -> StreamsApp:
+    app = StreamsApp(__name__)
+
+    @app.before_serving
+    async def start() -> None:
+        resolved = settings or Settings.from_env()
+        logging.basicConfig(level=logging.INFO)
+        app.storage = open_storage(resolved)
+        registry = Registry(app.storage, idle_timeout=resolved.actor_idle_timeout)
+
+        async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.CancelScope() as scope:
+                app.registry_scope = scope
+                await registry.run(task_status=task_status)
+
+        await app.nursery.start(supervise)
+        app.protocol = StreamsHTTP(Streams(registry), resolved)
+
+    @app.after_serving
+    async def stop() -> None:
+        app.protocol = None
+        if app.registry_scope is not None:
+            app.registry_scope.cancel()
+        if app.storage is not None:
+            app.storage.close()
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[str, int]:
+        return "ok\n", 200
+
+    @app.get("/readyz")
+    async def readyz() -> tuple[str, int]:
+        return ("ready\n", 200) if app.protocol is not None else ("starting\n", 503)
+
+    return app
+
+
+app = create_app()

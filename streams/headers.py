@@ -1,0 +1,107 @@
+"""Parsing of the protocol's request headers and query parameters: pure, no I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import attrs
+
+from streams.errors import bad_request
+
+MAX_SAFE_INTEGER = 2**53 - 1
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def is_true(value: str | None) -> bool:
+    """`Stream-Closed` counts only when it is exactly `true`, in any case."""
+    return value is not None and value.strip().lower() == "true"
+
+
+def parse_ttl(value: str) -> int:
+    if not _DECIMAL.fullmatch(value):
+        raise bad_request(f"Stream-TTL must be a non-negative decimal integer, got {value!r}")
+    ttl = int(value)
+    if ttl > MAX_SAFE_INTEGER:
+        raise bad_request("Stream-TTL is too large")
+    return ttl
+
+
+def parse_expires_at(value: str) -> float:
+    """An RFC 3339 timestamp as Unix seconds."""
+    text = value.strip()
+    if not _RFC3339.fullmatch(text):
+        raise bad_request(f"Stream-Expires-At must be an RFC 3339 timestamp, got {value!r}")
+    try:
+        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError as error:
+        raise bad_request(f"Stream-Expires-At is not a valid time: {value!r}") from error
+    return moment.timestamp()
+
+
+def format_expires_at(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def media_type(content_type: str) -> str:
+    """The comparable part of a content type: `type/subtype`, lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    return media_type(content_type) == "application/json"
+
+
+def is_text(content_type: str) -> bool:
+    """Text and JSON travel as UTF-8 in SSE; everything else is base64."""
+    essence = media_type(content_type)
+    return essence.startswith("text/") or essence == "application/json"
+
+
+def valid_content_type(content_type: str) -> bool:
+    essence = media_type(content_type)
+    kind, slash, sub = essence.partition("/")
+    return bool(kind and slash and sub) and " " not in essence
+
+
+@attrs.frozen
+class Producer:
+    """The idempotent-producer stamp of one request."""
+
+    id: str
+    epoch: int
+    seq: int
+
+
+def _safe_integer(name: str, value: str) -> int:
+    if not _DECIMAL.fullmatch(value.strip()):
+        raise bad_request(f"{name} must be a non-negative integer, got {value!r}")
+    number = int(value)
+    if number > MAX_SAFE_INTEGER:
+        raise bad_request(f"{name} must be at most 2^53-1")
+    return number
+
+
+def parse_producer(headers: Mapping[str, str]) -> Producer | None:
+    """All three producer headers, or none of them."""
+    values = [headers.get(h) for h in ("producer-id", "producer-epoch", "producer-seq")]
+    if all(v is None for v in values):
+        return None
+    producer_id, epoch, seq = values
+    if producer_id is None or epoch is None or seq is None:
+        raise bad_request("Producer-Id, Producer-Epoch and Producer-Seq go together")
+    if not producer_id.strip():
+        raise bad_request("Producer-Id must not be empty")
+    return Producer(
+        producer_id,
+        _safe_integer("Producer-Epoch", epoch),
+        _safe_integer("Producer-Seq", seq),
+    )
+
+
+def parse_sub_offset(value: str) -> int:
+    return _safe_integer("Stream-Fork-Sub-Offset", value)

@@ -1,0 +1,379 @@
+"""The protocol's HTTP surface as a plain ASGI handler: parse, ask the service, answer.
+
+Everything about the protocol lives in the pure modules and the actors; this module only
+moves bytes between ASGI events and those.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import trio
+
+from actors.messages import ReadResult
+from actors.service import Fork, Streams
+from streams import caching, offsets, sse
+from streams.config import Settings
+from streams.errors import ProtocolError, bad_request, not_found
+from streams.headers import (
+    DEFAULT_CONTENT_TYPE,
+    is_json,
+    is_text,
+    is_true,
+    parse_expires_at,
+    parse_producer,
+    parse_sub_offset,
+    parse_ttl,
+    valid_content_type,
+)
+from streams.jsonmode import as_array
+from streams.machine import AppendRequest, CreateRequest, Reply
+from streams.offsets import Sentinel
+from streams.records import StreamConfig
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+PREFIX = "/v1/stream/"
+PROTOCOL_HEADERS = (
+    "Content-Type, Stream-TTL, Stream-Expires-At, Stream-Closed, Stream-Seq, "
+    "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, "
+    "Producer-Epoch, Producer-Seq, If-None-Match, Authorization"
+)
+EXPOSED_HEADERS = (
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
+)
+COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
+]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+class Request:
+    """The parts of an ASGI request the protocol looks at."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            key = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
+
+    def query(self) -> dict[str, list[str]]:
+        params: dict[str, list[str]] = {}
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        for key, value in parse_qsl(raw, keep_blank_values=True):
+            params.setdefault(key, []).append(value)
+        return params
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, refused with 413 as soon as it passes `limit`."""
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await self.receive()
+            if event["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                return b"".join(chunks)
+
+
+def too_large(limit: int) -> ProtocolError:
+    return ProtocolError(413, "Payload Too Large", f"body exceeds {limit} bytes")
+
+
+def _header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+
+class StreamsHTTP:
+    def __init__(self, streams: Streams, settings: Settings) -> None:
+        self.streams = streams
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            await self._route(request, send)
+        except ProtocolError as error:
+            await self._error(request, send, error)
+        except ClientGone:
+            pass
+
+    async def _route(self, request: Request, send: Send) -> None:
+        name = self._name(request.scope["path"])
+        method = request.method
+        if method == "OPTIONS":
+            await self._respond(send, Reply(204, self._preflight(request)))
+        elif method == "GET":
+            await self._get(request, name, send)
+        elif method == "HEAD":
+            reply = await self.streams.head(name)
+            reply.headers["Cache-Control"] = caching.NO_STORE
+            await self._respond(send, reply)
+        elif method == "PUT":
+            await self._respond(send, await self._put(request, name))
+        elif method == "POST":
+            await self._respond(send, await self._post(request, name))
+        elif method == "DELETE":
+            await self._respond(send, await self.streams.delete(name))
+        else:
+            raise ProtocolError(405, "Method Not Allowed", f"{method} is not supported")
+
+    def _name(self, path: str) -> str:
+        name = path[len(PREFIX) :]
+        if not name:
+            raise not_found("no stream name")
+        if name == "__ds" or name.startswith("__ds/"):
+            raise not_found("reserved path")
+        if "\x00" in name:
+            raise bad_request("stream names cannot contain NUL")
+        if len(name.encode("utf-8", "surrogatepass")) > self.settings.max_name_bytes:
+            raise bad_request(f"stream names are at most {self.settings.max_name_bytes} bytes")
+        return name
+
+    # ---- writes -------------------------------------------------------------------------
+
+    async def _put(self, request: Request, name: str) -> Reply:
+        h = request.headers
+        ttl = parse_ttl(h["stream-ttl"]) if "stream-ttl" in h else None
+        expires_at = parse_expires_at(h["stream-expires-at"]) if "stream-expires-at" in h else None
+        if ttl is not None and expires_at is not None:
+            raise bad_request("use Stream-TTL or Stream-Expires-At, not both")
+        fork = self._fork(h)
+        content_type = h.get("content-type")
+        if content_type is not None and not valid_content_type(content_type):
+            raise bad_request(f"invalid Content-Type {content_type!r}")
+        if content_type is None and fork is None:
+            content_type = DEFAULT_CONTENT_TYPE
+        body = await request.body(self.settings.max_append_bytes)
+        create = CreateRequest(
+            StreamConfig(content_type or "", ttl, expires_at), is_true(h.get("stream-closed")), body
+        )
+        reply = await self.streams.create(name, create, fork)
+        if reply.status == 201:
+            reply.headers["Location"] = self._url(request)
+        return reply
+
+    def _fork(self, h: Mapping[str, str]) -> Fork | None:
+        source = h.get("stream-forked-from")
+        if source is None:
+            if "stream-fork-offset" in h or "stream-fork-sub-offset" in h:
+                raise bad_request("fork headers need Stream-Forked-From")
+            return None
+        source = unquote(source.strip())
+        source = source[len(PREFIX) :] if source.startswith(PREFIX) else source.lstrip("/")
+        if not source:
+            raise bad_request("Stream-Forked-From names no stream")
+        offset = offsets.decode(h["stream-fork-offset"]) if "stream-fork-offset" in h else None
+        sub = h.get("stream-fork-sub-offset")
+        return Fork(self._name(PREFIX + source), offset, parse_sub_offset(sub) if sub else 0)
+
+    def _url(self, request: Request) -> str:
+        scope = request.scope
+        host = request.headers.get("host")
+        if host is None:
+            server = scope.get("server") or ("localhost", 80)
+            host = f"{server[0]}:{server[1]}"
+        path = scope.get("raw_path") or scope["path"].encode()
+        return f"{scope.get('scheme', 'http')}://{host}{path.decode('latin-1')}"
+
+    async def _post(self, request: Request, name: str) -> Reply:
+        h = request.headers
+        producer = parse_producer(h)
+        body = await request.body(self.settings.max_append_bytes)
+        close = is_true(h.get("stream-closed"))
+        if not body and not close:
+            raise bad_request("an append needs a body (or Stream-Closed: true)")
+        content_type = h.get("content-type")
+        if body and content_type is None:
+            raise bad_request("Content-Type is required")
+        if body and content_type is not None and not valid_content_type(content_type):
+            raise bad_request(f"invalid Content-Type {content_type!r}")
+        append = AppendRequest(content_type, body, close, producer, h.get("stream-seq"))
+        return await self.streams.append(name, append)
+
+    # ---- reads --------------------------------------------------------------------------
+
+    async def _get(self, request: Request, name: str, send: Send) -> None:
+        query = request.query()
+        offset_values = query.get("offset")
+        if offset_values is not None and (len(offset_values) != 1 or not offset_values[0]):
+            raise bad_request("give exactly one non-empty offset", code="INVALID_OFFSET")
+        live = query.get("live", [""])[-1]
+        if live not in ("", "long-poll", "sse"):
+            raise bad_request(f"unknown live mode {live!r}")
+        if live and offset_values is None:
+            raise bad_request("live reads need an offset")
+        start = offsets.parse(offset_values[0]) if offset_values else Sentinel.START
+        cursor = query.get("cursor", [None])[-1]
+        if live == "sse":
+            await self._sse(request, name, start, cursor, send)
+            return
+        result = await self.streams.read(name, start, self.settings.read_chunk_bytes)
+        if live == "long-poll" and not result.data:
+            result = await self._wait(name, result, self.settings.long_poll_timeout)
+            if not result.data:
+                await self._respond(send, Reply(204, self._live_headers(result, cursor)))
+                return
+        await self._respond(send, self._read_reply(request, result, start, cursor, bool(live)))
+
+    @staticmethod
+    def _at_eof(result: ReadResult) -> bool:
+        return result.snapshot.closed and result.end == result.snapshot.tail
+
+    async def _wait(self, name: str, result: ReadResult, timeout: float) -> ReadResult:
+        """Wait until data arrives at `result.end` or the stream closes, up to `timeout`."""
+        with trio.move_on_after(timeout):
+            while not result.data and not self._at_eof(result):
+                await result.snapshot.changed.wait()
+                result = await self.streams.read(name, result.end, self.settings.read_chunk_bytes)
+        return result
+
+    def _live_headers(self, result: ReadResult, cursor: str | None) -> dict[str, str]:
+        headers = {"Stream-Next-Offset": offsets.encode(result.end)}
+        if result.end == result.snapshot.tail:
+            headers["Stream-Up-To-Date"] = "true"
+        if self._at_eof(result):
+            headers["Stream-Closed"] = "true"
+        else:
+            headers["Stream-Cursor"] = caching.cursor(time.time(), cursor, random.randint(1, 3600))
+        return headers
+
+    def _read_reply(
+        self,
+        request: Request,
+        result: ReadResult,
+        start: int | Sentinel,
+        cursor: str | None,
+        live: bool,
+    ) -> Reply:
+        snapshot = result.snapshot
+        headers = self._live_headers(result, cursor)
+        headers["Content-Type"] = snapshot.config.content_type
+        body = self._body(snapshot.config.content_type, result.data)
+        if start is Sentinel.NOW:
+            headers["Cache-Control"] = caching.NO_STORE
+            return Reply(200, headers, body)
+        tag = caching.etag(snapshot.incarnation, result.start, result.end, self._at_eof(result))
+        headers["ETag"] = tag
+        if not result.data and not snapshot.closed:
+            headers["Cache-Control"] = "no-cache"
+        else:
+            left = None if snapshot.deadline is None else snapshot.deadline - time.time()
+            headers["Cache-Control"] = caching.catch_up_cache_control(left)
+        if not live and caching.matches(request.headers.get("if-none-match"), tag):
+            return Reply(304, {k: v for k, v in headers.items() if k != "Content-Type"})
+        return Reply(200, headers, body)
+
+    async def _sse(
+        self, request: Request, name: str, start: int | Sentinel, cursor: str | None, send: Send
+    ) -> None:
+        result = await self.streams.read(name, start, self.settings.read_chunk_bytes)
+        content_type = result.snapshot.config.content_type
+        as_base64 = not is_text(content_type)
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        if as_base64:
+            headers["Stream-SSE-Data-Encoding"] = "base64"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": COMMON_HEADERS + _header_list(headers),
+            }
+        )
+
+        async def emit(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def stream_events(cancel: trio.CancelScope) -> None:
+            nonlocal result
+            heartbeat = min(self.settings.long_poll_timeout, 15.0)
+            with trio.move_on_after(self.settings.sse_reconnect_interval):
+                while True:
+                    event = self._control(result, cursor)
+                    if result.data:
+                        payload = self._body(content_type, result.data)
+                        event = sse.data_event(payload, base64_encoded=as_base64) + event
+                    await emit(event)
+                    if self._at_eof(result):
+                        break
+                    if result.end == result.snapshot.tail:
+                        with trio.move_on_after(heartbeat):
+                            await result.snapshot.changed.wait()
+                    result = await self.streams.read(
+                        name, result.end, self.settings.read_chunk_bytes
+                    )
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_events, nursery.cancel_scope)
+            nursery.start_soon(self._until_disconnect, request, nursery.cancel_scope)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    def _body(content_type: str, stored: bytes) -> bytes:
+        return as_array(stored) if is_json(content_type) else stored
+
+    def _control(self, result: ReadResult, cursor: str | None) -> bytes:
+        return sse.control_event(
+            offsets.encode(result.end),
+            cursor=caching.cursor(time.time(), cursor, random.randint(1, 3600)),
+            up_to_date=result.end == result.snapshot.tail,
+            closed=self._at_eof(result),
+        )
+
+    @staticmethod
+    async def _until_disconnect(request: Request, cancel: trio.CancelScope) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        cancel.cancel()
+
+    # ---- responses ----------------------------------------------------------------------
+
+    def _preflight(self, request: Request) -> dict[str, str]:
+        return {
+            "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": PROTOCOL_HEADERS,
+            "Access-Control-Max-Age": "86400",
+        }
+
+    async def _respond(self, send: Send, reply: Reply, head: bool = False) -> None:
+        headers = COMMON_HEADERS + _header_list(reply.headers)
+        body = b"" if reply.status in (204, 304) or head else reply.body
+        if reply.status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(self, request: Request, send: Send, error: ProtocolError) -> None:
+        headers = dict(error.headers)
+        body = b""
+        if error.body and request.method != "HEAD" and error.status != 304:
+            headers["Content-Type"] = "application/problem+json"
+            body = error.problem_json()
+        await self._respond(send, Reply(error.status, headers, body), head=request.method == "HEAD")

@@ -1,0 +1,315 @@
+"""A stream's state as a pure fold over its log records, and the rules for changing it.
+
+`StreamState.plan_*` decides, without I/O, what a request does: a record to commit or a
+reply. The actor commits the record and then `apply`s it; recovery replays the log through
+the same `apply`, so live state and recovered state cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import attrs
+
+from streams import jsonmode, offsets
+from streams.errors import ProtocolError, bad_request, conflict, gone
+from streams.headers import Producer, format_expires_at, is_json, media_type
+from streams.records import Append, Create, Record, SoftDelete, StreamConfig
+
+
+@attrs.frozen
+class Reply:
+    """A complete answer the HTTP layer sends as is."""
+
+    status: int
+    headers: dict[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+
+
+@attrs.frozen
+class AppendRequest:
+    content_type: str | None
+    body: bytes
+    close: bool = False
+    producer: Producer | None = None
+    stream_seq: str | None = None
+
+
+@attrs.frozen
+class CreateRequest:
+    config: StreamConfig
+    closed: bool = False
+    body: bytes = b""
+    fork_offset: int | None = None  # as requested; resolved into config.fork_offset
+    fork_sub_offset: int = 0
+
+
+@attrs.frozen
+class Extent:
+    """Where one record's data sits: logical start, length, and the log's locator."""
+
+    start: int
+    length: int
+    locator: int
+    sizes: tuple[int, ...] = ()
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@attrs.frozen
+class Slice:
+    locator: int
+    skip: int
+    length: int
+
+
+def encode_body(content_type: str, body: bytes, *, creating: bool) -> tuple[bytes, tuple[int, ...]]:
+    """The stored bytes of a body, and for JSON the stored size of each message."""
+    if not body or not is_json(content_type):
+        return body, ()
+    messages = jsonmode.messages(body, allow_empty=creating)
+    return b"".join(messages), tuple(len(m) for m in messages)
+
+
+@attrs.define
+class StreamState:
+    name: str
+    config: StreamConfig
+    incarnation: str
+    created_at: float
+    last_access: float
+    tail: int
+    closed: bool = False
+    closed_by: Producer | None = None
+    soft_deleted: bool = False
+    stream_seq: str | None = None
+    producers: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    extents: list[Extent] = attrs.field(factory=list)
+    _starts: list[int] = attrs.field(factory=list)
+
+    # ---- folding records -------------------------------------------------------------
+
+    @classmethod
+    def created(cls, record: Create, locator: int) -> StreamState:
+        state = cls(
+            name=record.name,
+            config=record.config,
+            incarnation=record.incarnation,
+            created_at=record.at,
+            last_access=record.at,
+            tail=record.config.fork_offset,
+            closed=record.closed,
+        )
+        state._add_extent(record.data, record.sizes, locator)
+        return state
+
+    def apply(self, record: Record, locator: int) -> None:
+        match record:
+            case Append():
+                self._add_extent(record.data, record.sizes, locator)
+                if record.producer is not None:
+                    p = record.producer
+                    self.producers[p.id] = (p.epoch, p.seq)
+                if record.stream_seq is not None:
+                    self.stream_seq = record.stream_seq
+                if record.close:
+                    self.closed = True
+                    self.closed_by = record.producer
+            case SoftDelete():
+                self.soft_deleted = True
+            case Create():
+                raise ValueError("a stream is created once")
+
+    def _add_extent(self, data: bytes, sizes: tuple[int, ...], locator: int) -> None:
+        if data:
+            self.extents.append(Extent(self.tail, len(data), locator, sizes))
+            self._starts.append(self.tail)
+            self.tail += len(data)
+
+    # ---- expiry -------------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        if self.config.expires_at is not None:
+            return self.config.expires_at
+        if self.config.ttl is not None:
+            return self.last_access + self.config.ttl
+        return None
+
+    def expired(self, now: float) -> bool:
+        deadline = self.deadline()
+        return deadline is not None and now >= deadline
+
+    def touch(self, now: float) -> None:
+        """Reads and writes slide the TTL window; HEAD does not call this."""
+        self.last_access = max(self.last_access, now)
+
+    # ---- metadata -------------------------------------------------------------------
+
+    @property
+    def next_offset(self) -> str:
+        return offsets.encode(self.tail)
+
+    def check_visible(self) -> None:
+        if self.soft_deleted:
+            raise gone()
+
+    def metadata_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": self.config.content_type, "Stream-Next-Offset": self.next_offset}
+        if self.config.ttl is not None:
+            headers["Stream-TTL"] = str(self.config.ttl)
+        if self.config.expires_at is not None:
+            headers["Stream-Expires-At"] = format_expires_at(self.config.expires_at)
+        if self.closed:
+            headers["Stream-Closed"] = "true"
+        return headers
+
+    # ---- create -------------------------------------------------------------------------
+
+    def matches(self, request: CreateRequest) -> bool:
+        """Idempotent re-creation: same content type, expiry, closure and fork origin."""
+        mine, theirs = self.config, request.config
+        return (
+            media_type(mine.content_type) == media_type(theirs.content_type)
+            and mine.ttl == theirs.ttl
+            and mine.expires_at == theirs.expires_at
+            and mine.fork_source == theirs.fork_source
+            and (request.fork_offset is None or mine.fork_offset == theirs.fork_offset)
+            and self.closed == request.closed
+        )
+
+    def recreate(self, request: CreateRequest) -> Reply:
+        if self.soft_deleted:
+            raise conflict("a deleted stream with live forks still holds this path")
+        if not self.matches(request):
+            raise conflict("stream exists with a different configuration")
+        return Reply(200, self.metadata_headers())
+
+    # ---- append -------------------------------------------------------------------------
+
+    def plan_append(self, request: AppendRequest, now: float) -> Append | Reply:
+        self.check_visible()
+        producer = request.producer
+        if self.closed:
+            if producer is not None and producer == self.closed_by:
+                return self._ok(204, producer_seq=producer)
+            if not request.body and request.close:
+                return self._ok(204)
+            raise self._closed_conflict()
+        if request.body:
+            if request.content_type is None:
+                raise bad_request("Content-Type is required with a body")
+            if media_type(request.content_type) != media_type(self.config.content_type):
+                raise conflict("Content-Type does not match the stream's", code="CONTENT_TYPE")
+        if producer is not None:
+            duplicate = self._check_producer(producer)
+            if duplicate is not None:
+                return duplicate
+        if (
+            request.stream_seq is not None
+            and self.stream_seq is not None
+            and request.stream_seq <= self.stream_seq
+        ):
+            raise conflict("Stream-Seq must increase", code="SEQUENCE_REGRESSION")
+        data, sizes = encode_body(self.config.content_type, request.body, creating=False)
+        return Append(now, data, sizes, producer, request.stream_seq, request.close)
+
+    def _check_producer(self, producer: Producer) -> Reply | None:
+        """Epoch fencing and sequence checks; a Reply for a duplicate, None to accept."""
+        known = self.producers.get(producer.id)
+        if known is None:
+            if producer.seq != 0:
+                raise self._gap(0, producer.seq)
+            return None
+        epoch, last_seq = known
+        if producer.epoch < epoch:
+            raise ProtocolError(
+                403,
+                "Forbidden",
+                "stale producer epoch",
+                {"Producer-Epoch": str(epoch)},
+                code="STALE_EPOCH",
+            )
+        if producer.epoch > epoch:
+            if producer.seq != 0:
+                raise bad_request("a new producer epoch must start at Producer-Seq 0")
+            return None
+        if producer.seq <= last_seq:
+            return self._ok(204, producer_seq=Producer(producer.id, epoch, last_seq))
+        if producer.seq > last_seq + 1:
+            raise self._gap(last_seq + 1, producer.seq)
+        return None
+
+    def _gap(self, expected: int, received: int) -> ProtocolError:
+        return conflict(
+            "producer sequence gap",
+            code="SEQUENCE_GAP",
+            Producer_Expected_Seq=str(expected),
+            Producer_Received_Seq=str(received),
+        )
+
+    def _closed_conflict(self) -> ProtocolError:
+        error = conflict(
+            "stream is closed",
+            code="STREAM_CLOSED",
+            Stream_Closed="true",
+            Stream_Next_Offset=self.next_offset,
+        )
+        return error
+
+    def _ok(self, status: int, producer_seq: Producer | None = None) -> Reply:
+        headers = {"Stream-Next-Offset": self.next_offset}
+        if self.closed:
+            headers["Stream-Closed"] = "true"
+        if producer_seq is not None:
+            headers["Producer-Epoch"] = str(producer_seq.epoch)
+            headers["Producer-Seq"] = str(producer_seq.seq)
+        return Reply(status, headers)
+
+    def appended(self, record: Append) -> Reply:
+        """The reply to an append once it is committed and applied."""
+        status = 200 if record.producer and record.data else 204
+        return self._ok(status, producer_seq=record.producer)
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def slices(self, start: int, bound: int, max_bytes: int) -> tuple[list[Slice], int]:
+        """Slices of own data from `start`, whole records up to `max_bytes` (at least one),
+        never past `bound`; and the position the slices end at."""
+        end = min(self.tail, bound)
+        result: list[Slice] = []
+        position, total = start, 0
+        index = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while position < end and index < len(self.extents) and (total < max_bytes or not result):
+            extent = self.extents[index]
+            index += 1
+            if extent.end <= position:
+                continue
+            stop = min(extent.end, end)
+            result.append(Slice(extent.locator, position - extent.start, stop - position))
+            total += stop - position
+            position = stop
+        return result, position
+
+    def advance(self, position: int, count: int, bound: int) -> tuple[int, int]:
+        """Move `count` sub-offset units (JSON messages, else bytes) forward from `position`
+        through own data, stopping at `bound`; returns the new position and what is left."""
+        limit = min(bound, self.tail)
+        if not is_json(self.config.content_type):
+            step = min(count, limit - position)
+            return position + step, count - step
+        index = max(bisect.bisect_right(self._starts, position) - 1, 0)
+        while count and position < limit and index < len(self.extents):
+            extent = self.extents[index]
+            index += 1
+            cursor = extent.start
+            for size in extent.sizes:
+                if cursor >= position and count and cursor < limit:
+                    position = cursor + size
+                    count -= 1
+                cursor += size
+        return position, count
+
+    def json_body(self, stored: bytes) -> bytes:
+        return jsonmode.as_array(stored) if is_json(self.config.content_type) else stored

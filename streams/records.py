@@ -1,0 +1,113 @@
+"""The records a stream's log holds, and their CBOR encoding.
+
+Every change to a stream is one record, and a stream's state is a fold over its records
+(see `streams.machine`). Data, producer state, Stream-Seq and closure travel in the same
+record, so they are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import cbor2
+
+from streams.headers import Producer
+
+
+@attrs.frozen
+class StreamConfig:
+    """What idempotent creation compares, plus where a fork's own data starts."""
+
+    content_type: str
+    ttl: int | None = None
+    expires_at: float | None = None
+    fork_source: str | None = None
+    fork_offset: int = 0
+
+
+@attrs.frozen
+class Create:
+    name: str
+    config: StreamConfig
+    incarnation: str
+    at: float
+    closed: bool = False
+    data: bytes = b""
+    sizes: tuple[int, ...] = ()  # stored size of each JSON message in `data`
+
+
+@attrs.frozen
+class Append:
+    at: float
+    data: bytes = b""
+    sizes: tuple[int, ...] = ()
+    producer: Producer | None = None
+    stream_seq: str | None = None
+    close: bool = False
+
+
+@attrs.frozen
+class SoftDelete:
+    at: float
+
+
+Record = Create | Append | SoftDelete
+
+
+def encode(record: Record) -> tuple[bytes, bytes]:
+    """(metadata, data): metadata is a small CBOR map, data the raw stored bytes."""
+    meta: dict[str, Any]
+    match record:
+        case Create():
+            c = record.config
+            meta = {
+                "k": "create",
+                "name": record.name,
+                "ct": c.content_type,
+                "ttl": c.ttl,
+                "exp": c.expires_at,
+                "src": c.fork_source,
+                "fo": c.fork_offset,
+                "id": record.incarnation,
+                "t": record.at,
+                "closed": record.closed,
+                "sz": list(record.sizes),
+            }
+        case Append():
+            meta = {"k": "append", "t": record.at}
+            if record.sizes:
+                meta["sz"] = list(record.sizes)
+            if record.producer is not None:
+                p = record.producer
+                meta["p"] = [p.id, p.epoch, p.seq]
+            if record.stream_seq is not None:
+                meta["s"] = record.stream_seq
+            if record.close:
+                meta["close"] = True
+        case SoftDelete():
+            meta = {"k": "softdel", "t": record.at}
+    return cbor2.dumps(meta), record.data if not isinstance(record, SoftDelete) else b""
+
+
+def decode(meta_bytes: bytes, data: bytes) -> Record:
+    meta = cbor2.loads(meta_bytes)
+    kind = meta["k"]
+    if kind == "create":
+        config = StreamConfig(meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"])
+        return Create(
+            meta["name"], config, meta["id"], meta["t"], meta["closed"], data, tuple(meta["sz"])
+        )
+    if kind == "append":
+        p = meta.get("p")
+        return Append(
+            meta["t"],
+            data,
+            tuple(meta.get("sz", ())),
+            Producer(p[0], p[1], p[2]) if p else None,
+            meta.get("s"),
+            meta.get("close", False),
+        )
+    if kind == "softdel":
+        return SoftDelete(meta["t"])
+    raise ValueError(f"unknown record kind {kind!r}")

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests need (a virtualenv, the pinned npm conformance suite) and runs
+# every test: lint, types, unit and model-based tests, and the conformance suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+(cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
+.venv/bin/ruff check .
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,76 @@
+"""Runs the real server under hypercorn in a subprocess, on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path, env: Mapping[str, str] = {}, port: int | None = None
+) -> Iterator[str]:
+    """Yields the base URL once /readyz answers; stops the server on exit."""
+    port = port or free_port()
+    environment = {
+        **os.environ,
+        "DS_STORAGE__DATA_DIR": str(data_dir),
+        **env,
+    }
+    log_path = data_dir.parent / f"server-{port}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "streams.app:app",
+                "--worker-class",
+                "trio",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base_url, process, log_path)
+            yield base_url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polling a subprocess's port; no Trio clock to drive here
+    raise RuntimeError(f"server not ready: {log_path.read_text()[-2000:]}")
