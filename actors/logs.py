@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import cbor2
@@ -62,6 +62,9 @@ class Storage(Protocol):
 
     async def incarnation(self, name: str) -> str | None:
         """The incarnation of the stream stored under `name`, if any."""
+
+    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
+        """(name, TTL, Expires-At) of every stored stream that can expire."""
 
     def close(self) -> None: ...
 
@@ -139,6 +142,9 @@ class MemoryStorage:
 
     async def links(self, source: str) -> dict[str, str]:
         return dict(self._links.get(source, {}))
+
+    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
+        return []  # nothing outlives the process, and live actors report their own
 
     async def incarnation(self, name: str) -> str | None:
         opened = await self.open(name)
@@ -339,11 +345,25 @@ class FileStorage:
         return found
 
     async def incarnation(self, name: str) -> str | None:
-        return await trio.to_thread.run_sync(self._incarnation, name)
+        meta = await trio.to_thread.run_sync(self._create_meta, self._path(name))
+        return meta.get("id") if meta else None
 
-    def _incarnation(self, name: str) -> str | None:
+    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
+        return await trio.to_thread.run_sync(self._expiring)
+
+    def _expiring(self) -> list[tuple[str, int | None, float | None]]:
+        found = []
+        for path in (self.root / "streams").glob("*/*.log"):
+            meta = self._create_meta(path)
+            if meta and (meta.get("ttl") is not None or meta.get("exp") is not None):
+                found.append((meta["name"], meta.get("ttl"), meta.get("exp")))
+        return found
+
+    @staticmethod
+    def _create_meta(path: Path) -> dict[str, Any] | None:
+        """The metadata of a log's first (create) record, without reading the log."""
         try:
-            with open(self._path(name), "rb") as file:
+            with open(path, "rb") as file:
                 header = file.read(framing.HEADER.size)
                 if len(header) < framing.HEADER.size:
                     return None
@@ -351,4 +371,4 @@ class FileStorage:
                 meta = cbor2.loads(file.read(min(meta_length, framing.MAX_META)))
         except (FileNotFoundError, ValueError, cbor2.CBORDecodeError):
             return None
-        return meta.get("id") if isinstance(meta, dict) else None
+        return meta if isinstance(meta, dict) and meta.get("k") == "create" else None

@@ -4,7 +4,6 @@ lets idle ones stop, contains their failures, and expires streams nobody touches
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,11 +36,13 @@ class Registry:
         self._stopping: dict[str, trio.Event] = {}
         self._deadlines: dict[str, float] = {}
         self._nursery: trio.Nursery | None = None
+        self.deadlines_loaded = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sweep)
+            nursery.start_soon(self._load_deadlines)
             task_status.started()
             await trio.sleep_forever()
 
@@ -84,22 +85,29 @@ class Registry:
         else:
             self._deadlines[name] = deadline
 
+    async def _load_deadlines(self) -> None:
+        """Streams on disk can expire before anyone asks for them; a restart restarts TTLs."""
+        now = self.clock()
+        for name, ttl, expires_at in await self.storage.expiring():
+            if name not in self._deadlines and name not in self._actors:
+                self._deadlines[name] = expires_at if expires_at is not None else now + (ttl or 0)
+        self.deadlines_loaded.set()
+
     async def _sweep(self) -> None:
-        """Expire streams whose deadline passed, even if no request touches them."""
         while True:
             await trio.sleep(self.sweep_interval)
-            now = self.clock()
-            for name, deadline in list(self._deadlines.items()):
-                if deadline <= now and not math.isnan(deadline):
-                    del self._deadlines[name]
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._expire, name)
-            for name, stopped in list(self._stopping.items()):
-                if stopped.is_set() and name not in self._actors:
-                    del self._stopping[name]
+            await self.expire_due()
 
-    async def _expire(self, name: str) -> None:
-        try:
-            await self.call(name, m.Expire())
-        except Exception:
-            log.exception("expiring %r failed", name)
+    async def expire_due(self) -> None:
+        """Expire streams whose deadline passed, even if no request touches them."""
+        now = self.clock()
+        for name, deadline in list(self._deadlines.items()):
+            if deadline <= now and self._deadlines.get(name) == deadline:
+                del self._deadlines[name]
+                try:
+                    await self.call(name, m.Expire())
+                except Exception:
+                    log.exception("expiring %r failed", name)
+        for name, stopped in list(self._stopping.items()):
+            if stopped.is_set() and name not in self._actors:
+                del self._stopping[name]

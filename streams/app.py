@@ -7,16 +7,20 @@ rest (health and readiness) and runs the registry in its lifespan nursery.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 import trio
 from quart_trio import QuartTrio
 
-from actors.logs import FileStorage, MemoryStorage, Storage
+from actors.logs import DataDirLocked, FileStorage, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
 from streams.http import PREFIX, Receive, Scope, Send, StreamsHTTP
+
+EXIT_DATA_DIR_LOCKED = 3
 
 
 class StreamsApp(QuartTrio):
@@ -48,7 +52,14 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
     async def start() -> None:
         resolved = settings or Settings.from_env()
         logging.basicConfig(level=logging.INFO)
-        app.storage = open_storage(resolved)
+        try:
+            app.storage = open_storage(resolved)
+        except DataDirLocked as error:
+            # Exit the worker at once with a clear message: serving without the data
+            # directory would answer every request with an error.
+            logging.getLogger(__name__).critical("%s", error)
+            sys.stderr.flush()
+            os._exit(EXIT_DATA_DIR_LOCKED)
         registry = Registry(app.storage, idle_timeout=resolved.actor_idle_timeout)
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

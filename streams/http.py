@@ -38,6 +38,7 @@ from streams.records import StreamConfig
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Emit = Callable[[bytes], Awaitable[None]]
 
 PREFIX = "/v1/stream/"
 PROTOCOL_HEADERS = (
@@ -322,18 +323,28 @@ class StreamsHTTP:
                     await emit(event)
                     if self._at_eof(result):
                         break
-                    if result.end == result.snapshot.tail:
-                        with trio.move_on_after(heartbeat):
-                            await result.snapshot.changed.wait()
-                    result = await self.streams.read(
-                        name, result.end, self.settings.read_chunk_bytes
-                    )
+                    result = await self._next_sse_batch(name, result, heartbeat, emit)
             cancel.cancel()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream_events, nursery.cancel_scope)
             nursery.start_soon(self._until_disconnect, request, nursery.cancel_scope)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _next_sse_batch(
+        self, name: str, result: ReadResult, heartbeat: float, emit: Emit
+    ) -> ReadResult:
+        """The next read with data or EOF; a comment keeps the connection warm meanwhile."""
+        while True:
+            if result.end == result.snapshot.tail:
+                with trio.move_on_after(heartbeat) as waiting:
+                    await result.snapshot.changed.wait()
+                if waiting.cancelled_caught:
+                    await emit(b": keep-alive\n\n")
+                    continue
+            result = await self.streams.read(name, result.end, self.settings.read_chunk_bytes)
+            if result.data or self._at_eof(result):
+                return result
 
     @staticmethod
     def _body(content_type: str, stored: bytes) -> bytes:

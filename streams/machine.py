@@ -174,7 +174,7 @@ class StreamState:
             media_type(mine.content_type) == media_type(theirs.content_type)
             and mine.ttl == theirs.ttl
             and mine.expires_at == theirs.expires_at
-            and mine.fork_source == theirs.fork_source
+            and (theirs.fork_source is None or mine.fork_source == theirs.fork_source)
             and (request.fork_offset is None or mine.fork_offset == theirs.fork_offset)
             and self.closed == request.closed
         )

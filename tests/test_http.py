@@ -1,0 +1,129 @@
+"""Behaviour of the real server over HTTP that the conformance suite does not cover."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server import free_port, running_server
+
+LIMITS = {
+    "DS_LIMITS__MAX_APPEND_BYTES": "1000",
+    "DS_SERVER__SSE_RECONNECT_INTERVAL_SECS": "1",
+    "DS_SERVER__LONG_POLL_TIMEOUT_SECS": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("http") / "data"
+
+
+@pytest.fixture(scope="module")
+def client(data_dir: Path) -> Iterator[httpx.Client]:
+    with (
+        running_server(data_dir, LIMITS) as base_url,
+        httpx.Client(base_url=f"{base_url}/v1/stream/", timeout=10) as http,
+    ):
+        yield http
+
+
+def serve_until_exit(data_dir: Path, *options: str) -> str:
+    """Run hypercorn to its own exit (bounded by the timeout); returns what it printed.
+
+    Its exit status is not checked: hypercorn 0.18 reports 0 even when a worker exits 3.
+    """
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "streams.app:app",
+            "--worker-class",
+            "trio",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+            *options,
+        ],
+        env={"DS_STORAGE__DATA_DIR": str(data_dir), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return completed.stdout + completed.stderr
+
+
+def test_a_second_process_on_the_same_data_dir_fails_fast(
+    client: httpx.Client, data_dir: Path
+) -> None:
+    assert "is in use by another process" in serve_until_exit(data_dir)
+    assert client.put("still-served").status_code == 201
+
+
+def test_two_workers_on_one_data_dir_stop_with_a_clear_error(tmp_path: Path) -> None:
+    assert "is in use by another process" in serve_until_exit(tmp_path, "--workers", "2")
+
+
+def test_bodies_over_the_limit_get_413_and_change_nothing(client: httpx.Client) -> None:
+    assert client.put("big", headers={"Content-Type": "text/plain"}).status_code == 201
+    response = client.post("big", content=b"x" * 1001, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+    def chunked() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 100
+
+    response = client.post("big", content=chunked(), headers={"Content-Type": "text/plain"})
+    assert response.status_code == 413
+    assert client.get("big", params={"offset": "-1"}).content == b""
+
+
+@pytest.mark.parametrize(
+    "path", ["..", "%2e%2e", "../../etc/passwd", "a/../../b", "%2F%2Fabs", "ü/名前", "x" * 900]
+)
+def test_names_stay_inside_the_data_dir(client: httpx.Client, data_dir: Path, path: str) -> None:
+    response = client.put(path, content=path.encode(), headers={"Content-Type": "text/plain"})
+    assert response.status_code in (201, 200, 404)
+    for file in data_dir.rglob("*"):
+        assert file.resolve().is_relative_to(data_dir.resolve())
+    if response.status_code != 404:
+        assert client.get(path, params={"offset": "-1"}).content == path.encode()
+
+
+def test_unusual_names_are_rejected_or_kept_apart(client: httpx.Client) -> None:
+    assert client.put("nul%00name").status_code == 400
+    assert client.put("y" * 1025).status_code == 400
+    assert client.put("__ds/subscriptions/x").status_code == 404
+    for name in ("café", "cafe\u0301", "CAFÉ"):  # composed, decomposed, upper case
+        client.put(name, content=name.encode(), headers={"Content-Type": "text/plain"})
+    for name in ("café", "cafe\u0301", "CAFÉ"):
+        assert client.get(name, params={"offset": "-1"}).content == name.encode()
+
+
+def test_bad_input_gets_problem_json(client: httpx.Client) -> None:
+    response = client.put("ttl", headers={"Stream-TTL": "+5"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 400
+    assert client.head("ttl").status_code == 404  # nothing was created
+
+
+def test_sse_closes_after_the_reconnect_interval(client: httpx.Client) -> None:
+    client.put("sse", content=b"a", headers={"Content-Type": "text/plain"})
+    with client.stream("GET", "sse", params={"offset": "-1", "live": "sse"}) as response:
+        body = b"".join(response.iter_bytes())  # ends only when the server closes
+    assert body.startswith(b"event: data\ndata:a\n\nevent: control\n")
+
+
+def test_long_poll_times_out_with_204(client: httpx.Client) -> None:
+    tail = client.put("lp").headers["Stream-Next-Offset"]
+    response = client.get("lp", params={"offset": tail, "live": "long-poll"})
+    assert response.status_code == 204
+    assert response.headers["Stream-Up-To-Date"] == "true"
+    assert "Stream-Cursor" in response.headers

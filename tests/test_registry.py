@@ -1,0 +1,241 @@
+"""The registry's supervision: idle stops, live readers, failure isolation, expiry, batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from actors import messages as m
+from actors.logs import FileStorage, Log, MemoryStorage, Storage
+from actors.registry import Registry
+from actors.service import Fork, Streams
+from streams.errors import ProtocolError
+from streams.machine import AppendRequest, CreateRequest
+from streams.offsets import Sentinel
+from streams.records import StreamConfig
+
+TEXT = "text/plain"
+
+
+class FakeTime:
+    """Wall-clock time for TTLs, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def started(storage: Storage, nursery: trio.Nursery, **options: object) -> Registry:
+    registry = Registry(storage, **options)  # type: ignore[arg-type]
+    await nursery.start(registry.run)
+    return registry
+
+
+async def create(streams: Streams, name: str, **config: object) -> None:
+    await streams.create(name, CreateRequest(StreamConfig(TEXT, **config)))  # type: ignore[arg-type]
+
+
+async def append(streams: Streams, name: str, data: bytes) -> None:
+    await streams.append(name, AppendRequest(TEXT, data))
+
+
+async def test_idle_actor_stops_and_comes_back_from_storage(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(MemoryStorage(), nursery, idle_timeout=5)
+        streams = Streams(registry)
+        await create(streams, "s")
+        await append(streams, "s", b"hello")
+        assert registry.active == 1
+        await trio.sleep(6)
+        assert registry.active == 0
+        result = await streams.read("s", Sentinel.START, 1024)
+        assert result.data == b"hello"
+        assert registry.active == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_actor_with_a_live_reader_stays(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(MemoryStorage(), nursery, idle_timeout=5)
+        streams = Streams(registry)
+        await create(streams, "s")
+        first = await streams.read("s", Sentinel.NOW, 1024)
+        woke = trio.Event()
+
+        async def reader() -> None:
+            await first.snapshot.changed.wait()
+            woke.set()
+
+        nursery.start_soon(reader)
+        await trio.sleep(60)
+        assert registry.active == 1 and not woke.is_set()
+        await append(streams, "s", b"x")
+        await woke.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_absent_streams_keep_no_actor() -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(MemoryStorage(), nursery)
+        with pytest.raises(ProtocolError) as error:
+            await Streams(registry).head("missing")
+        assert error.value.status == 404
+        await trio.testing.wait_all_tasks_blocked()
+        assert registry.active == 0
+        nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class FlakyStorage:
+    """Memory storage whose commits fail for one stream while `broken` is set."""
+
+    inner: MemoryStorage = attrs.field(factory=MemoryStorage)
+    broken: set[str] = attrs.field(factory=set)
+    commits: int = 0
+
+    async def open(self, name: str) -> tuple[Log, list] | None:  # type: ignore[type-arg]
+        opened = await self.inner.open(name)
+        if opened is None:
+            return None
+        return self._wrap(name, opened[0]), opened[1]
+
+    async def create(self, name: str) -> Log:
+        return self._wrap(name, await self.inner.create(name))
+
+    def _wrap(self, name: str, log: Log) -> Log:
+        return FlakyLog(log, name, self)  # type: ignore[return-value]
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self.inner, attribute)
+
+
+@attrs.define
+class FlakyLog:
+    inner: Log
+    name: str
+    storage: FlakyStorage
+
+    @property
+    def end(self) -> int:
+        return self.inner.end
+
+    def stage(self, meta: bytes, data: bytes) -> int:
+        return self.inner.stage(meta, data)
+
+    async def commit(self) -> None:
+        self.storage.commits += 1
+        if self.name in self.storage.broken:
+            self.inner.close()  # drop what was staged, as a failed write would
+            raise OSError("injected")
+        await self.inner.commit()
+
+    async def read(self, slices: list) -> bytes:  # type: ignore[type-arg]
+        return await self.inner.read(slices)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_a_failing_actor_answers_500_and_restarts_from_storage() -> None:
+    storage = FlakyStorage()
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery)  # type: ignore[arg-type]
+        streams = Streams(registry)
+        await create(streams, "bad")
+        await create(streams, "good")
+        await append(streams, "bad", b"kept ")
+        storage.broken.add("bad")
+        with pytest.raises(ProtocolError) as error:
+            await append(streams, "bad", b"lost ")
+        assert error.value.status == 500
+        await append(streams, "good", b"fine")  # other streams carry on
+        storage.broken.clear()
+        await append(streams, "bad", b"again")
+        assert (await streams.read("bad", Sentinel.START, 1024)).data == b"kept again"
+        assert (await streams.read("good", Sentinel.START, 1024)).data == b"fine"
+        nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_appends_share_commits() -> None:
+    storage = FlakyStorage()
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery)  # type: ignore[arg-type]
+        streams = Streams(registry)
+        await create(streams, "s")
+        storage.commits = 0
+        async with trio.open_nursery() as writers:
+            for i in range(50):
+                writers.start_soon(append, streams, "s", b"%02d" % i)
+        assert storage.commits < 50
+        data = (await streams.read("s", Sentinel.START, 1 << 20)).data
+        assert sorted(data[i : i + 2] for i in range(0, 100, 2)) == [b"%02d" % i for i in range(50)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_expired_streams_go_without_being_touched(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    now = FakeTime()
+    storage = MemoryStorage()
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery, clock=now, idle_timeout=1)
+        await create(Streams(registry), "s", ttl=10)
+        now.now += 11
+        await trio.sleep(2)
+        assert await storage.open("s") is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_expiry_survives_a_restart(tmp_path: Path) -> None:
+    now = FakeTime()
+    storage = FileStorage(tmp_path, durable=True)
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery, clock=now, sweep_interval=3600)
+        await create(Streams(registry), "s", expires_at=now.now + 5)
+        await create(Streams(registry), "forever")
+        nursery.cancel_scope.cancel()
+    storage.close()
+    storage = FileStorage(tmp_path, durable=True)
+    now.now += 10
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery, clock=now, sweep_interval=3600)
+        await registry.deadlines_loaded.wait()
+        await registry.expire_due()
+        assert await storage.open("s") is None
+        assert await storage.open("forever") is not None
+        nursery.cancel_scope.cancel()
+    storage.close()
+
+
+async def test_soft_deleted_source_goes_with_its_last_fork() -> None:
+    storage = MemoryStorage()
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery)
+        streams = Streams(registry)
+        await create(streams, "src")
+        await append(streams, "src", b"abc")
+        await streams.create("fork", CreateRequest(StreamConfig("")), Fork("src"))
+        await streams.delete("src")
+        with pytest.raises(ProtocolError) as error:
+            await streams.head("src")
+        assert error.value.status == 410
+        assert (await streams.read("fork", Sentinel.START, 1024)).data == b"abc"
+        await streams.delete("fork")
+        assert await storage.open("src") is None
+        with pytest.raises(ProtocolError) as error:
+            await registry.call("src", m.Head())
+        assert error.value.status == 404
+        nursery.cancel_scope.cancel()
