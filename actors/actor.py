@@ -8,6 +8,7 @@ and replaces after each commit.
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from collections.abc import Callable
@@ -58,7 +59,16 @@ class Pending:
 Envelope = tuple[m.Message, Pending]
 
 
-def actor_failed(name: str) -> ProtocolError:
+def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
+    """What callers hear when a stream's actor fails: a full disk is worth retrying later."""
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ProtocolError(
+            503,
+            "Service Unavailable",
+            "no space left for this write; nothing was stored",
+            {"Retry-After": "5"},
+            code="STORAGE_FULL",
+        )
     return ProtocolError(500, "Internal Server Error", f"stream {name!r} failed; it restarts")
 
 
@@ -86,6 +96,7 @@ class StreamActor:
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def run(self, previous: trio.Event | None, idle_timeout: float) -> None:
+        failure: Exception | None = None
         try:
             if previous is not None:
                 await previous.wait()
@@ -97,9 +108,9 @@ class StreamActor:
                 await self._handle(envelope)
         except Exception as error:
             log.exception("stream actor %r failed", self.name)
-            self._stop(actor_failed(self.name), error)
-        else:
-            self._stop(actor_failed(self.name), None)
+            failure = error
+        finally:
+            self._stop(actor_failed(self.name, failure))
 
     async def _next(self, idle_timeout: float) -> Envelope | None:
         """The next message, or None once the actor may stop."""
@@ -117,7 +128,7 @@ class StreamActor:
             if self.changed.statistics().tasks_waiting == 0:
                 return None
 
-    def _stop(self, error: ProtocolError, cause: BaseException | None) -> None:
+    def _stop(self, error: ProtocolError) -> None:
         """Leave the registry first, so no new message can arrive, then fail the rest."""
         self.registry.forget(self)
         self.send.close()
@@ -133,7 +144,6 @@ class StreamActor:
             self.log.close()
         self._notify()
         self.stopped.set()
-        del cause
 
     async def _recover(self) -> None:
         opened = await self.storage.open(self.name)
@@ -171,8 +181,8 @@ class StreamActor:
             pending.set(await self._dispatch(message))
         except ProtocolError as error:
             pending.fail(error)
-        except Exception:
-            pending.fail(actor_failed(self.name))
+        except Exception as error:
+            pending.fail(actor_failed(self.name, error))
             raise
 
     async def _dispatch(self, message: m.Message) -> Any:
@@ -291,8 +301,8 @@ class StreamActor:
         try:
             if staged:
                 await self.log.commit()
-        except BaseException:
-            failure = actor_failed(self.name)
+        except BaseException as error:
+            failure = actor_failed(self.name, error)
             for pending, _ in outcomes:
                 pending.fail(failure)
             raise  # state holds uncommitted records: fail stop, recover from the log

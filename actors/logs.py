@@ -24,6 +24,14 @@ from actors import framing
 from streams import records
 from streams.machine import Slice
 
+# The two system calls a commit makes, as seams for fault-injection tests.
+pwrite = os.pwrite
+fdatasync = os.fdatasync
+
+
+class CorruptLog(RuntimeError):
+    """A log damaged before its last record: recovery will not drop acknowledged data."""
+
 
 class DataDirLocked(RuntimeError):
     """Another process owns the data directory."""
@@ -69,12 +77,16 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
-def _recover(buffer: bytes | bytearray) -> tuple[Recovered, int]:
+def _recover(buffer: bytes | bytearray, repair: bool = False) -> tuple[Recovered, int]:
+    """The records of a log and where its valid prefix ends; a torn tail is left out.
+    Damage further back raises `CorruptLog`, unless `repair` accepts the loss."""
     recovered: Recovered = []
     end = 0
     for item in framing.scan(buffer):
         if isinstance(item, int):
             end = item
+            if not repair and not framing.torn(buffer, end):
+                raise CorruptLog(f"damaged record at byte {end} of {len(buffer)}")
             break
         data = bytes(buffer[item.data_locator : item.data_locator + item.data_length])
         recovered.append((records.decode(item.meta, data), item.data_locator))
@@ -199,9 +211,9 @@ class FileLog:
         try:
             written = 0
             while written < len(view):
-                written += os.pwrite(self.fd, view[written:], self.end + written)
+                written += pwrite(self.fd, view[written:], self.end + written)
             if self.durable:
-                os.fdatasync(self.fd)
+                fdatasync(self.fd)
         except OSError:
             # Leave no partial frame behind; the actor fails stop and recovers from disk.
             with contextlib.suppress(OSError):
@@ -367,7 +379,7 @@ class FileStorage:
                 header = file.read(framing.HEADER.size)
                 if len(header) < framing.HEADER.size:
                     return None
-                _, meta_length, _ = framing.HEADER.unpack(header)
+                _, meta_length, _, _ = framing.HEADER.unpack(header)
                 meta = cbor2.loads(file.read(min(meta_length, framing.MAX_META)))
         except (FileNotFoundError, ValueError, cbor2.CBORDecodeError):
             return None
