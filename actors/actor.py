@@ -382,8 +382,9 @@ class StreamActor:
         log.info("stream %r expired", self.name)
         await self._delete()
 
-    async def _unlink(self, fork: str) -> None:
-        await self.storage.remove_link(self.name, fork)
-        self._fresh_links.discard(fork)
+    async def _unlink(self, fork: str | None) -> None:
+        if fork is not None:
+            await self.storage.remove_link(self.name, fork)
+            self._fresh_links.discard(fork)
         if self.state is not None and self.state.soft_deleted and not await self._live_links():
             await self._delete()

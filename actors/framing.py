@@ -73,3 +73,13 @@ def torn(buffer: bytes | bytearray | memoryview, end: int) -> bool:
         return True
     header = _header(memoryview(buffer), end)
     return header is not None and end + HEADER.size + header[0] >= len(buffer)
+
+
+def verdict(buffer: bytes | bytearray | memoryview) -> tuple[int, int, str]:
+    """(valid frames, end of the valid prefix, "ok" | "torn" | "corrupt") of a whole log."""
+    for frames, item in enumerate(scan(buffer)):
+        if isinstance(item, int):
+            if item == len(buffer):
+                return frames, item, "ok"
+            return frames, item, "torn" if torn(buffer, item) else "corrupt"
+    raise AssertionError("scan always ends with a position")

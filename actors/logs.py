@@ -74,6 +74,9 @@ class Storage(Protocol):
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         """(name, TTL, Expires-At) of every stored stream that can expire."""
 
+    async def fork_sources(self) -> list[str]:
+        """Streams that have, or had, forks recorded against them."""
+
     def close(self) -> None: ...
 
 
@@ -157,6 +160,9 @@ class MemoryStorage:
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return []  # nothing outlives the process, and live actors report their own
+
+    async def fork_sources(self) -> list[str]:
+        return []
 
     async def incarnation(self, name: str) -> str | None:
         opened = await self.open(name)
@@ -363,6 +369,22 @@ class FileStorage:
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return await trio.to_thread.run_sync(self._expiring)
 
+    async def fork_sources(self) -> list[str]:
+        return await trio.to_thread.run_sync(self._fork_sources)
+
+    def _fork_sources(self) -> list[str]:
+        names = []
+        for directory in (self.root / "forks").iterdir():
+            digest = directory.name
+            meta = self._create_meta(self.root / "streams" / digest[:2] / f"{digest}.log")
+            if meta is None:  # the source is gone; only a crash mid-delete leaves this
+                for link in directory.iterdir():
+                    link.unlink(missing_ok=True)
+                directory.rmdir()
+            else:
+                names.append(meta["name"])
+        return names
+
     def _expiring(self) -> list[tuple[str, int | None, float | None]]:
         found = []
         for path in (self.root / "streams").glob("*/*.log"):
@@ -383,4 +405,10 @@ class FileStorage:
                 meta = cbor2.loads(file.read(min(meta_length, framing.MAX_META)))
         except (FileNotFoundError, ValueError, cbor2.CBORDecodeError):
             return None
-        return meta if isinstance(meta, dict) and meta.get("k") == "create" else None
+        if (
+            isinstance(meta, dict)
+            and meta.get("k") == "create"
+            and isinstance(meta.get("name"), str)
+        ):
+            return meta
+        return None  # not a create record, or damaged: recovery will say which

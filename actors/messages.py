@@ -64,7 +64,9 @@ class Link:
 
 @attrs.frozen
 class Unlink:
-    fork: str
+    """A fork is gone (or, with None, a check after restart): collect a soft-deleted source."""
+
+    fork: str | None
 
 
 @attrs.frozen

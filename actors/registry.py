@@ -37,12 +37,14 @@ class Registry:
         self._deadlines: dict[str, float] = {}
         self._nursery: trio.Nursery | None = None
         self.deadlines_loaded = trio.Event()
+        self.collected = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sweep)
             nursery.start_soon(self._load_deadlines)
+            nursery.start_soon(self._collect_interrupted_deletes)
             task_status.started()
             await trio.sleep_forever()
 
@@ -92,6 +94,16 @@ class Registry:
             if name not in self._deadlines and name not in self._actors:
                 self._deadlines[name] = expires_at if expires_at is not None else now + (ttl or 0)
         self.deadlines_loaded.set()
+
+    async def _collect_interrupted_deletes(self) -> None:
+        """A crash between deleting a fork and releasing its source leaves a soft-deleted
+        source nobody references; finish those deletes."""
+        for name in await self.storage.fork_sources():
+            try:
+                await self.call(name, m.Unlink(None))
+            except Exception:
+                log.exception("collecting %r failed", name)
+        self.collected.set()
 
     async def _sweep(self) -> None:
         while True:

@@ -239,3 +239,25 @@ async def test_soft_deleted_source_goes_with_its_last_fork() -> None:
             await registry.call("src", m.Head())
         assert error.value.status == 404
         nursery.cancel_scope.cancel()
+
+
+async def test_a_delete_interrupted_by_a_crash_is_finished_on_start(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path, durable=True)
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery)
+        streams = Streams(registry)
+        await create(streams, "src")
+        await streams.create("fork", CreateRequest(StreamConfig("")), Fork("src"))
+        await streams.delete("src")  # soft: the fork still reads it
+        nursery.cancel_scope.cancel()
+    storage._path("fork").unlink()  # the crash: fork removed, its source never told
+    storage.close()
+
+    storage = FileStorage(tmp_path, durable=True)
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery)
+        await registry.collected.wait()
+        assert await storage.open("src") is None
+        assert not any((tmp_path / "forks").iterdir())
+        nursery.cancel_scope.cancel()
+    storage.close()

@@ -1,0 +1,30 @@
+"""Command line: `python -m streams fsck DATA_DIR [--repair]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from actors.fsck import check
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streams")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fsck = commands.add_parser("fsck", help="check every log in a data directory")
+    fsck.add_argument("data_dir", type=Path)
+    fsck.add_argument(
+        "--repair", action="store_true", help="cut damaged logs to the last good record"
+    )
+    args = parser.parse_args(argv)
+    damaged = 0
+    for report in check(args.data_dir, repair=args.repair):
+        print(report.line())
+        damaged += report.verdict != "ok"
+    print(f"{damaged} damaged log(s){' repaired' if args.repair and damaged else ''}")
+    return 1 if damaged and not args.repair else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
