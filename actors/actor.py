@@ -269,7 +269,11 @@ class StreamActor:
     # ---- append -------------------------------------------------------------------------
 
     async def _append_batch(self, first: Envelope) -> None:
-        """Plan and stage consecutive appends, commit them once, then reply to each."""
+        """Plan and stage consecutive appends, commit them once, then reply to each.
+
+        Every request in the batch gets an answer whatever fails; an unexpected failure
+        leaves uncommitted records in the state, so it fails stop and recovers from the log.
+        """
         batch = [first]
         while len(batch) < MAX_BATCH:
             try:
@@ -280,11 +284,29 @@ class StreamActor:
                 self._held = envelope
                 break
             batch.append(envelope)
+        try:
+            outcomes = await self._commit_appends(batch)
+        except BaseException as error:
+            failure = error if isinstance(error, ProtocolError) else actor_failed(self.name, error)
+            for _, pending in batch:
+                pending.fail(failure)
+            if not isinstance(error, ProtocolError):
+                raise
+            return
+        for pending, outcome in outcomes:
+            if isinstance(outcome, ProtocolError):
+                pending.fail(outcome)
+            else:
+                pending.set(outcome)
+
+    async def _commit_appends(
+        self, batch: list[Envelope]
+    ) -> list[tuple[Pending, Reply | ProtocolError]]:
         state = self._existing()
+        assert self.log is not None
         outcomes: list[tuple[Pending, Reply | ProtocolError]] = []
         staged = False
         now = self.clock()
-        assert self.log is not None
         for message, pending in batch:
             assert isinstance(message, m.Append)
             try:
@@ -298,23 +320,12 @@ class StreamActor:
             state.apply(planned, self.log.stage(*records.encode(planned)))
             staged = True
             outcomes.append((pending, state.appended(planned)))
-        try:
-            if staged:
-                await self.log.commit()
-        except BaseException as error:
-            failure = actor_failed(self.name, error)
-            for pending, _ in outcomes:
-                pending.fail(failure)
-            raise  # state holds uncommitted records: fail stop, recover from the log
+        if staged:
+            await self.log.commit()
+            self._notify()
         state.touch(now)
         self._note_deadline()
-        if staged:
-            self._notify()
-        for pending, outcome in outcomes:
-            if isinstance(outcome, ProtocolError):
-                pending.fail(outcome)
-            else:
-                pending.set(outcome)
+        return outcomes
 
     # ---- read ---------------------------------------------------------------------------
 

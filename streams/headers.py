@@ -37,7 +37,8 @@ def parse_expires_at(value: str) -> float:
         raise bad_request(f"Stream-Expires-At must be an RFC 3339 timestamp, got {value!r}")
     try:
         moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError as error:
+        moment.astimezone(UTC)  # must also be a representable instant in UTC
+    except (ValueError, OverflowError) as error:
         raise bad_request(f"Stream-Expires-At is not a valid time: {value!r}") from error
     return moment.timestamp()
 

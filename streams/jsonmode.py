@@ -25,12 +25,14 @@ def messages(body: bytes, *, allow_empty: bool) -> list[bytes]:
     """The stored form of each message in a POST/PUT body; 400 for invalid JSON or `[]`."""
     try:
         value = _decoder.decode(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        items = value if isinstance(value, list) else [value]
+        # Re-encoding rejects what the decoder lets through: 1e400 (infinite), lone surrogates.
+        stored = [_encoder.encode(item).encode() + b"," for item in items]
+    except (UnicodeError, ValueError, RecursionError) as error:
         raise bad_request(f"invalid JSON: {error}", code="INVALID_JSON") from error
-    items = value if isinstance(value, list) else [value]
     if not items and not allow_empty:
         raise bad_request("an empty JSON array appends nothing", code="EMPTY_ARRAY")
-    return [_encoder.encode(item).encode() + b"," for item in items]
+    return stored
 
 
 def as_array(stored: bytes) -> bytes:

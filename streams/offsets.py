@@ -14,7 +14,7 @@ from streams.errors import bad_request
 
 _WIDTH = 16
 _MAX = 10**_WIDTH - 1
-_TOKEN = re.compile(r"(\d{16})_(\d{16})")
+_TOKEN = re.compile(r"([0-9]{16})_([0-9]{16})")
 
 
 class Sentinel(enum.Enum):

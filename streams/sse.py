@@ -17,7 +17,12 @@ def data_event(payload: bytes, *, base64_encoded: bool) -> bytes:
     if base64_encoded:
         return b"event: data\ndata:" + base64.b64encode(payload) + b"\n\n"
     lines = _LINE_BREAK.split(payload)
-    return b"event: data\n" + b"".join(b"data:" + line + b"\n" for line in lines) + b"\n"
+    return b"event: data\n" + b"".join(_data_line(line) for line in lines) + b"\n"
+
+
+def _data_line(line: bytes) -> bytes:
+    """Readers drop one space after `data:`; add one only where the line starts with one."""
+    return (b"data: " if line.startswith(b" ") else b"data:") + line + b"\n"
 
 
 def control_event(
