@@ -18,10 +18,11 @@ import trio
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from actors import framing
 from actors.logs import FileStorage, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
-from streams import offsets
+from streams import offsets, records
 from streams.errors import ProtocolError
 from streams.headers import Producer
 from streams.machine import AppendRequest, CreateRequest
@@ -238,14 +239,16 @@ class StreamMachine(RuleBasedStateMachine):
                 self._remove(stream.source)
 
     @precondition(lambda self: isinstance(self.storage, FileStorage))
-    @rule(name=NAMES, junk=st.binary(min_size=1, max_size=40))
-    def torn_tail(self, name: str, junk: bytes) -> None:
-        """A crash mid-write leaves a partial frame: recovery must drop it, nothing more."""
+    @rule(name=NAMES, data=st.binary(max_size=40), cut=st.integers(1, 200))
+    def crash(self, name: str, data: bytes, cut: int) -> None:
+        """A crash mid-write: the actor is gone (every step starts a fresh one) and the log
+        ends in part of an unacknowledged frame. Recovery drops just that part."""
         assert isinstance(self.storage, FileStorage)
         path = self.storage._path(name)
         if path.exists():
+            partial = framing.frame(records.encode(records.Append(0.0, data))[0], data)
             with open(path, "ab") as file:
-                file.write(junk[:11])  # shorter than a frame header: always torn
+                file.write(partial[: min(cut, len(partial) - 1)])
 
     # ---- checks -------------------------------------------------------------------------
 
