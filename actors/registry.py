@@ -56,14 +56,18 @@ class Registry:
         """Send a message to the stream's actor and wait for its reply."""
         pending = Pending()
         envelope = (message, pending)
-        # No checkpoint between looking the actor up and queueing: an actor only stops
-        # while its inbox is empty, and it leaves the registry before closing the inbox.
-        actor = self._actor(name)
-        try:
-            actor.send.send_nowait(envelope)
-        except trio.WouldBlock:
-            await actor.send.send(envelope)
-        return await pending.wait()
+        while True:
+            # No checkpoint between looking the actor up and queueing: an actor only stops
+            # while its inbox is empty, and it leaves the registry before closing the inbox.
+            actor = self._actor(name)
+            try:
+                actor.send.send_nowait(envelope)
+            except trio.WouldBlock:
+                try:
+                    await actor.send.send(envelope)
+                except trio.ClosedResourceError:
+                    continue  # it failed while we waited for room: its successor takes it
+            return await pending.wait()
 
     def _actor(self, name: str) -> StreamActor:
         actor = self._actors.get(name)

@@ -6,6 +6,7 @@ moves bytes between ASGI events and those.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Emit = Callable[[bytes], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/v1/stream/"
 PROTOCOL_HEADERS = (
@@ -118,12 +121,25 @@ class StreamsHTTP:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        started = False
+
+        async def tracked(event: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(event)
+
         try:
-            await self._route(request, send)
+            await self._route(request, tracked)
         except ProtocolError as error:
-            await self._error(request, send, error)
+            if not started:
+                await self._error(request, send, error)
         except ClientGone:
             pass
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, scope.get("path"))
+            if not started:
+                failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
+                await self._error(request, send, failure)
 
     async def _route(self, request: Request, send: Send) -> None:
         name = self._name(request.scope["path"])
