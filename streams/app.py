@@ -1,7 +1,7 @@
 """The ASGI application: `hypercorn streams.app:app --worker-class trio`.
 
-Protocol routes (`/v1/stream/...`) go straight to the plain ASGI handler; Quart serves the
-rest (health and readiness) and runs the registry in its lifespan nursery.
+Requests go straight to the plain ASGI protocol handler, except health and readiness, which
+Quart serves; Quart also runs the registry in its lifespan nursery.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from actors.logs import DataDirLocked, FileStorage, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
-from streams.http import PREFIX, Receive, Scope, Send, StreamsHTTP
+from streams.http import Receive, Scope, Send, StreamsHTTP
 
 EXIT_DATA_DIR_LOCKED = 3
+OPS = ("/healthz", "/readyz")  # served by Quart; every other path is the protocol's
 
 
 class StreamsApp(QuartTrio):
@@ -29,11 +30,7 @@ class StreamsApp(QuartTrio):
     registry_scope: trio.CancelScope | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
-        if (
-            self.protocol is not None
-            and scope["type"] == "http"
-            and scope["path"].startswith(PREFIX)
-        ):
+        if self.protocol is not None and scope["type"] == "http" and scope["path"] not in OPS:
             await self.protocol(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)  # type: ignore[arg-type]

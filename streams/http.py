@@ -44,6 +44,7 @@ Emit = Callable[[bytes], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 PREFIX = "/v1/stream/"
+DISCARD_LIMIT = 64 * 1024  # unread body an early answer drains before keeping the connection
 PROTOCOL_HEADERS = (
     "Content-Type, Stream-TTL, Stream-Expires-At, Stream-Closed, Stream-Seq, "
     "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, "
@@ -73,6 +74,7 @@ class Request:
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]
+        self.body_done = False
         self.headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             key = raw_name.decode("latin-1").lower()
@@ -103,7 +105,18 @@ class Request:
                 raise too_large(limit)
             chunks.append(chunk)
             if not event.get("more_body", False):
+                self.body_done = True
                 return b"".join(chunks)
+
+    async def finish(self) -> bool:
+        """Read and drop what is left of the body (a little at most), so the connection can
+        carry the next request; False if too much is left and the connection must close."""
+        if not self.body_done:
+            try:
+                await self.body(DISCARD_LIMIT)
+            except ProtocolError:
+                return False
+        return True
 
 
 def too_large(limit: int) -> ProtocolError:
@@ -145,23 +158,25 @@ class StreamsHTTP:
         name = self._name(request.scope["path"])
         method = request.method
         if method == "OPTIONS":
-            await self._respond(send, Reply(204, self._preflight(request)))
+            await self._respond(request, send, Reply(204, self._preflight(request)))
         elif method == "GET":
             await self._get(request, name, send)
         elif method == "HEAD":
             reply = await self.streams.head(name)
             reply.headers["Cache-Control"] = caching.NO_STORE
-            await self._respond(send, reply)
+            await self._respond(request, send, reply)
         elif method == "PUT":
-            await self._respond(send, await self._put(request, name))
+            await self._respond(request, send, await self._put(request, name))
         elif method == "POST":
-            await self._respond(send, await self._post(request, name))
+            await self._respond(request, send, await self._post(request, name))
         elif method == "DELETE":
-            await self._respond(send, await self.streams.delete(name))
+            await self._respond(request, send, await self.streams.delete(name))
         else:
             raise ProtocolError(405, "Method Not Allowed", f"{method} is not supported")
 
     def _name(self, path: str) -> str:
+        if not path.startswith(PREFIX):
+            raise not_found("no such route")
         name = path[len(PREFIX) :]
         if not name:
             raise not_found("no stream name")
@@ -255,9 +270,11 @@ class StreamsHTTP:
         if live == "long-poll" and not result.data:
             result = await self._wait(name, result, self.settings.long_poll_timeout)
             if not result.data:
-                await self._respond(send, Reply(204, self._live_headers(result, cursor)))
+                await self._respond(request, send, Reply(204, self._live_headers(result, cursor)))
                 return
-        await self._respond(send, self._read_reply(request, result, start, cursor, bool(live)))
+        await self._respond(
+            request, send, self._read_reply(request, result, start, cursor, bool(live))
+        )
 
     @staticmethod
     def _at_eof(result: ReadResult) -> bool:
@@ -316,6 +333,7 @@ class StreamsHTTP:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         if as_base64:
             headers["Stream-SSE-Data-Encoding"] = "base64"
+        await request.finish()
         await send(
             {
                 "type": "http.response.start",
@@ -389,8 +407,11 @@ class StreamsHTTP:
             "Access-Control-Max-Age": "86400",
         }
 
-    async def _respond(self, send: Send, reply: Reply, head: bool = False) -> None:
+    async def _respond(self, request: Request, send: Send, reply: Reply) -> None:
         headers = COMMON_HEADERS + _header_list(reply.headers)
+        if not await request.finish():
+            headers.append((b"connection", b"close"))
+        head = request.method == "HEAD"
         body = b"" if reply.status in (204, 304) or head else reply.body
         if reply.status not in (204, 304):
             headers.append((b"content-length", str(len(body)).encode()))
@@ -403,4 +424,4 @@ class StreamsHTTP:
         if error.body and request.method != "HEAD" and error.status != 304:
             headers["Content-Type"] = "application/problem+json"
             body = error.problem_json()
-        await self._respond(send, Reply(error.status, headers, body), head=request.method == "HEAD")
+        await self._respond(request, send, Reply(error.status, headers, body))

@@ -127,3 +127,22 @@ def test_long_poll_times_out_with_204(client: httpx.Client) -> None:
     assert response.status_code == 204
     assert response.headers["Stream-Up-To-Date"] == "true"
     assert "Stream-Cursor" in response.headers
+
+
+def test_early_answers_leave_the_connection_usable(client: httpx.Client) -> None:
+    """Requests refused before their body is read must not wedge the keep-alive connection."""
+    refused = [
+        ("PUT", "__ds/x"),
+        ("PUT", "nul%00x"),
+        ("POST", "missing"),
+        ("DELETE", "gone"),
+        ("PUT", "../../../elsewhere"),
+        ("POST", "big"),
+    ]
+    for _ in range(5):
+        for method, path in refused:
+            response = client.request(
+                method, path, content=b"z" * 1001, headers={"Content-Type": "text/plain"}
+            )
+            assert 400 <= response.status_code < 500
+            assert client.head("big").status_code == 200  # the next request is answered
