@@ -130,7 +130,9 @@ def test_long_poll_times_out_with_204(client: httpx.Client) -> None:
 
 
 def test_early_answers_leave_the_connection_usable(client: httpx.Client) -> None:
-    """Requests refused before their body is read must not wedge the keep-alive connection."""
+    """Requests refused before their body is read, on any path, must not wedge the keep-alive
+    connection (Quart's own 404 for paths outside /v1/stream/ did, now and then)."""
+    assert client.put("usable").status_code in (200, 201)
     refused = [
         ("PUT", "__ds/x"),
         ("PUT", "nul%00x"),
@@ -139,10 +141,10 @@ def test_early_answers_leave_the_connection_usable(client: httpx.Client) -> None
         ("PUT", "../../../elsewhere"),
         ("POST", "big"),
     ]
-    for _ in range(5):
+    for _ in range(20):
         for method, path in refused:
             response = client.request(
                 method, path, content=b"z" * 1001, headers={"Content-Type": "text/plain"}
             )
             assert 400 <= response.status_code < 500
-            assert client.head("big").status_code == 200  # the next request is answered
+            assert client.head("usable").status_code == 200  # the next one is answered
