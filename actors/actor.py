@@ -18,10 +18,12 @@ import trio
 
 from actors import messages as m
 from actors.logs import Log, Storage
+from actors.tail_cache import TailCache
 from streams import records
 from streams.errors import ProtocolError, bad_request, not_found
 from streams.machine import Reply, StreamState, encode_body
 from streams.offsets import Sentinel
+from streams.records import SoftDelete
 
 if TYPE_CHECKING:
     from actors.registry import Registry
@@ -80,6 +82,7 @@ class StreamActor:
         storage: Storage,
         clock: Callable[[], float],
         inbox_size: int,
+        cache_bytes: int,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -88,6 +91,8 @@ class StreamActor:
         self.send, self._inbox = trio.open_memory_channel[Envelope](inbox_size)
         self.state: StreamState | None = None
         self.log: Log | None = None
+        self.cache_bytes = cache_bytes
+        self.cache = TailCache(0, cache_bytes)
         self.changed = trio.Event()
         self.stopped = trio.Event()
         self._fresh_links: set[str] = set()
@@ -157,6 +162,8 @@ class StreamActor:
             state.apply(record, at)
         state.touch(self.clock())  # a restart counts as an access: TTLs never shrink
         self.state = state
+        newest_first = [r.data for r, _ in reversed(recovered) if not isinstance(r, SoftDelete)]
+        self.cache = TailCache.of(state.tail, newest_first, self.cache_bytes)
         self._note_deadline()
 
     def _notify(self) -> None:
@@ -262,6 +269,7 @@ class StreamActor:
                     await self.registry.call(config.fork_source, m.Unlink(self.name))
             raise
         self.state = StreamState.created(record, locator)
+        self.cache = TailCache.of(self.state.tail, [data], self.cache_bytes)
         self._note_deadline()
         self._notify()
         return Reply(201, self.state.metadata_headers())
@@ -305,7 +313,7 @@ class StreamActor:
         state = self._existing()
         assert self.log is not None
         outcomes: list[tuple[Pending, Reply | ProtocolError]] = []
-        staged = False
+        staged: list[bytes] = []
         now = self.clock()
         for message, pending in batch:
             assert isinstance(message, m.Append)
@@ -318,10 +326,12 @@ class StreamActor:
                 outcomes.append((pending, planned))
                 continue
             state.apply(planned, self.log.stage(*records.encode(planned)))
-            staged = True
+            staged.append(planned.data)
             outcomes.append((pending, state.appended(planned)))
         if staged:
             await self.log.commit()
+            for data in staged:
+                self.cache.extend(data)
             self._notify()
         state.touch(now)
         self._note_deadline()
@@ -347,9 +357,12 @@ class StreamActor:
         if start < state.config.fork_offset:
             return m.ReadResult(snapshot, start, start, b"", state.config.fork_source)
         bound = state.tail if message.bound is None else message.bound
-        slices, end = state.slices(start, bound, message.max_bytes)
-        assert self.log is not None
-        data = await self.log.read(slices) if slices else b""
+        end = state.read_end(start, bound, message.max_bytes)
+        data = self.cache.get(start, end)
+        if data is None:
+            slices, end = state.slices(start, bound, message.max_bytes)
+            assert self.log is not None
+            data = await self.log.read(slices)
         return m.ReadResult(snapshot, start, end, data)
 
     # ---- delete, expiry, fork links -------------------------------------------------------

@@ -25,12 +25,14 @@ class Registry:
         idle_timeout: float = 30.0,
         sweep_interval: float = 0.5,
         inbox_size: int = 1024,
+        cache_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.idle_timeout = idle_timeout
         self.sweep_interval = sweep_interval
         self.inbox_size = inbox_size
+        self.cache_bytes = cache_bytes
         self.clock = clock
         self._actors: dict[str, StreamActor] = {}
         self._stopping: dict[str, trio.Event] = {}
@@ -74,7 +76,9 @@ class Registry:
         if actor is None:
             if self._nursery is None:
                 raise RuntimeError("registry is not running")
-            actor = StreamActor(name, self, self.storage, self.clock, self.inbox_size)
+            actor = StreamActor(
+                name, self, self.storage, self.clock, self.inbox_size, self.cache_bytes
+            )
             self._actors[name] = actor
             previous = self._stopping.get(name)
             self._stopping[name] = actor.stopped

@@ -57,7 +57,11 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             logging.getLogger(__name__).critical("%s", error)
             sys.stderr.flush()
             os._exit(EXIT_DATA_DIR_LOCKED)
-        registry = Registry(app.storage, idle_timeout=resolved.actor_idle_timeout)
+        registry = Registry(
+            app.storage,
+            idle_timeout=resolved.actor_idle_timeout,
+            cache_bytes=resolved.tail_cache_bytes,
+        )
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:

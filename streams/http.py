@@ -55,9 +55,12 @@ EXPOSED_HEADERS = (
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
 )
-COMMON_HEADERS = [
+SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-resource-policy", b"cross-origin"),
+]
+# Only browsers send Origin and only they need CORS: other clients get smaller responses.
+CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
 ]
@@ -80,6 +83,12 @@ class Request:
             key = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
             self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers every response carries: security, and CORS for browsers."""
+        if "origin" in self.headers:
+            return SECURITY_HEADERS + CORS_HEADERS
+        return list(SECURITY_HEADERS)
 
     def query(self) -> dict[str, list[str]]:
         params: dict[str, list[str]] = {}
@@ -338,7 +347,7 @@ class StreamsHTTP:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": COMMON_HEADERS + _header_list(headers),
+                "headers": request.response_headers() + _header_list(headers),
             }
         )
 
@@ -408,7 +417,7 @@ class StreamsHTTP:
         }
 
     async def _respond(self, request: Request, send: Send, reply: Reply) -> None:
-        headers = COMMON_HEADERS + _header_list(reply.headers)
+        headers = request.response_headers() + _header_list(reply.headers)
         if not await request.finish():
             headers.append((b"connection", b"close"))
         head = request.method == "HEAD"

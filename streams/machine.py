@@ -292,6 +292,16 @@ class StreamState:
             position = stop
         return result, position
 
+    def read_end(self, start: int, bound: int, max_bytes: int) -> int:
+        """Where `slices(start, bound, max_bytes)` ends, in O(log records): at the first record
+        end at least `max_bytes` past `start` (one record at least), never past `bound`."""
+        end = min(self.tail, bound)
+        if start >= end:
+            return start
+        index = bisect.bisect_left(self._starts, start + max(max_bytes, 1))
+        record_end = self._starts[index] if index < len(self._starts) else self.tail
+        return min(record_end, end)
+
     def advance(self, position: int, count: int, bound: int) -> tuple[int, int]:
         """Move `count` sub-offset units (JSON messages, else bytes) forward from `position`
         through own data, stopping at `bound`; returns the new position and what is left."""

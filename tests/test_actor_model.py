@@ -54,7 +54,7 @@ class ModelStream:
 
 def run(storage: Storage, operation: Callable[[Streams], Awaitable[T]]) -> T:
     async def main() -> T:
-        registry = Registry(storage, idle_timeout=60)
+        registry = Registry(storage, idle_timeout=60, cache_bytes=8)  # cached and cold reads
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
             result = await operation(Streams(registry))

@@ -148,3 +148,24 @@ def test_early_answers_leave_the_connection_usable(client: httpx.Client) -> None
             )
             assert 400 <= response.status_code < 500
             assert client.head("usable").status_code == 200  # the next one is answered
+
+
+def test_cors_headers_go_to_browsers(client: httpx.Client) -> None:
+    client.put("cors", headers={"Content-Type": "text/plain"})
+    browser = client.get("cors", params={"offset": "-1"}, headers={"Origin": "https://app.test"})
+    assert browser.headers["access-control-allow-origin"] == "*"
+    assert "Stream-Next-Offset" in browser.headers["access-control-expose-headers"]
+    plain = client.get("cors", params={"offset": "-1"})
+    assert "access-control-allow-origin" not in plain.headers
+    assert plain.headers["x-content-type-options"] == "nosniff"
+    preflight = client.options(
+        "cors",
+        headers={
+            "Origin": "https://app.test",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "if-none-match, producer-id",
+        },
+    )
+    assert preflight.status_code == 204
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert "if-none-match" in allowed and "producer-id" in allowed

@@ -874,6 +874,7 @@ def test_slices_properties(chunks: list[bytes], fork_offset: int, data: st.DataO
     limit = min(tail, bound)
 
     slices, end = state.slices(start, bound, max_bytes)
+    assert state.read_end(start, bound, max_bytes) == end  # the O(log n) shortcut agrees
 
     if start >= limit:
         assert (slices, end) == ([], start)
