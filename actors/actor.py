@@ -2,8 +2,8 @@
 
 It takes messages one at a time from its inbox, so every change to a stream is serialized
 without locks. Consecutive appends are committed together: one write, one fdatasync, and
-only then any reply (group commit). Live readers wait on `changed`, an event the actor sets
-and replaces after each commit.
+only then any reply (group commit). Live readers wait on `changed`, which the actor
+publishes, with the data a commit added, and replaces after each commit.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class StreamActor:
         self.log: Log | None = None
         self.cache_bytes = cache_bytes
         self.cache = TailCache(0, cache_bytes)
-        self.changed = trio.Event()
+        self.changed = m.Change()
         self.stopped = trio.Event()
         self._fresh_links: set[str] = set()
         self._held: Envelope | None = None
@@ -130,7 +130,7 @@ class StreamActor:
         while True:
             with trio.move_on_after(idle_timeout):
                 return await self._inbox.receive()
-            if self.changed.statistics().tasks_waiting == 0:
+            if self.changed.waiting == 0:
                 return None
 
     def _stop(self, error: ProtocolError) -> None:
@@ -166,9 +166,14 @@ class StreamActor:
         self.cache = TailCache.of(state.tail, newest_first, self.cache_bytes)
         self._note_deadline()
 
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+    def _notify(self, added_from: int | None = None, added: bytes = b"") -> None:
+        """Wake live readers; those at `added_from` are handed the `added` bytes directly."""
+        change, self.changed = self.changed, m.Change()
+        result = None
+        if added_from is not None and self.state is not None:
+            snapshot = self._snapshot(self.state)
+            result = m.ReadResult(snapshot, added_from, added_from + len(added), added)
+        change.publish(result)
 
     def _note_deadline(self) -> None:
         deadline = self.state.deadline() if self.state and not self.state.soft_deleted else None
@@ -293,7 +298,7 @@ class StreamActor:
                 break
             batch.append(envelope)
         try:
-            outcomes = await self._commit_appends(batch)
+            outcomes, added_from, added = await self._commit_appends(batch)
         except BaseException as error:
             failure = error if isinstance(error, ProtocolError) else actor_failed(self.name, error)
             for _, pending in batch:
@@ -306,11 +311,15 @@ class StreamActor:
                 pending.fail(outcome)
             else:
                 pending.set(outcome)
+        if added is not None:  # writers first: their replies are already scheduled
+            self._notify(added_from, added)
 
     async def _commit_appends(
         self, batch: list[Envelope]
-    ) -> list[tuple[Pending, Reply | ProtocolError]]:
+    ) -> tuple[list[tuple[Pending, Reply | ProtocolError]], int, bytes | None]:
+        """Outcomes, and where the committed data starts and what it is (None: no commit)."""
         state = self._existing()
+        added_from = state.tail
         assert self.log is not None
         outcomes: list[tuple[Pending, Reply | ProtocolError]] = []
         staged: list[bytes] = []
@@ -328,14 +337,14 @@ class StreamActor:
             state.apply(planned, self.log.stage(*records.encode(planned)))
             staged.append(planned.data)
             outcomes.append((pending, state.appended(planned)))
+        added = None
         if staged:
             await self.log.commit()
-            for data in staged:
-                self.cache.extend(data)
-            self._notify()
+            added = b"".join(staged)
+            self.cache.extend(added)
         state.touch(now)
         self._note_deadline()
-        return outcomes
+        return outcomes, added_from, added
 
     # ---- read ---------------------------------------------------------------------------
 

@@ -77,9 +77,32 @@ class Expire:
 Message = Create | Append | Read | Head | Delete | Describe | Advance | Link | Unlink | Expire
 
 
+class Change:
+    """What a stream's live readers wait on: set by the actor's next commit, and then, when
+    that commit added data, holding it, so readers at the old tail need not ask again."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.added: ReadResult | None = None
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def waiting(self) -> int:
+        return self._event.statistics().tasks_waiting
+
+    def publish(self, added: ReadResult | None) -> None:
+        self.added = added
+        self._event.set()
+
+
 @attrs.frozen
 class Snapshot:
-    """A stream's metadata at one moment, plus the event its next change will set."""
+    """A stream's metadata at one moment, plus the change its next commit will publish."""
 
     config: StreamConfig
     incarnation: str
@@ -87,7 +110,7 @@ class Snapshot:
     closed: bool
     soft_deleted: bool
     deadline: float | None
-    changed: trio.Event = attrs.field(eq=False)
+    changed: Change = attrs.field(eq=False)
 
 
 @attrs.frozen

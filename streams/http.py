@@ -294,8 +294,17 @@ class StreamsHTTP:
         with trio.move_on_after(timeout):
             while not result.data and not self._at_eof(result):
                 await result.snapshot.changed.wait()
-                result = await self.streams.read(name, result.end, self.settings.read_chunk_bytes)
+                result = await self._read_after_change(name, result)
         return result
+
+    async def _read_after_change(self, name: str, result: ReadResult) -> ReadResult:
+        """The read that follows `result` once its stream changed: the change itself when it
+        added exactly what comes next (most live readers), else a fresh read."""
+        added = result.snapshot.changed.added
+        chunk = self.settings.read_chunk_bytes
+        if added is not None and added.start == result.end and len(added.data) <= chunk:
+            return added
+        return await self.streams.read(name, result.end, chunk)
 
     def _live_headers(self, result: ReadResult, cursor: str | None) -> dict[str, str]:
         headers = {"Stream-Next-Offset": offsets.encode(result.end)}
@@ -385,7 +394,7 @@ class StreamsHTTP:
                 if waiting.cancelled_caught:
                     await emit(b": keep-alive\n\n")
                     continue
-            result = await self.streams.read(name, result.end, self.settings.read_chunk_bytes)
+            result = await self._read_after_change(name, result)
             if result.data or self._at_eof(result):
                 return result
 
