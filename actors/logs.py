@@ -184,7 +184,7 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -197,6 +197,7 @@ class FileLog:
     fd: int
     end: int
     durable: bool
+    unsynced_directory: str | None = None  # a new file's directory, synced on first commit
     _staged: list[bytes] = attrs.field(factory=list)
     _staged_end: int = 0
 
@@ -220,6 +221,9 @@ class FileLog:
                 written += pwrite(self.fd, view[written:], self.end + written)
             if self.durable:
                 fdatasync(self.fd)
+            if self.unsynced_directory is not None:
+                _fsync_dir(self.unsynced_directory)
+                self.unsynced_directory = None
         except OSError:
             # Leave no partial frame behind; the actor fails stop and recovers from disk.
             with contextlib.suppress(OSError):
@@ -277,9 +281,13 @@ class FileStorage:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def _path(self, name: str) -> Path:
+    def _file(self, name: str) -> str:
+        """A plain string: pathlib interns path parts, which would grow with every stream."""
         digest = _digest(name)
-        return self.root / "streams" / digest[:2] / f"{digest}.log"
+        return os.path.join(self.root, "streams", digest[:2], f"{digest}.log")
+
+    def _path(self, name: str) -> Path:
+        return Path(self._file(name))
 
     def _links_dir(self, source: str) -> Path:
         return self.root / "forks" / _digest(source)
@@ -288,7 +296,7 @@ class FileStorage:
         return await trio.to_thread.run_sync(self._open, name)
 
     def _open(self, name: str) -> tuple[Log, Recovered] | None:
-        path = self._path(name)
+        path = self._file(name)
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -302,7 +310,8 @@ class FileStorage:
                 os.fsync(fd)
             if not recovered:
                 os.close(fd)
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
                 return None
         except BaseException:
             os.close(fd)
@@ -313,26 +322,28 @@ class FileStorage:
         return await trio.to_thread.run_sync(self._create, name)
 
     def _create(self, name: str) -> Log:
-        path = self._path(name)
-        path.parent.mkdir(exist_ok=True)
+        path = self._file(name)
+        directory = os.path.dirname(path)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        if self.durable:
-            _fsync_dir(path.parent)
-        return FileLog(fd, 0, self.durable)
+        # The first commit syncs the directory entry too, in the same worker-thread call.
+        return FileLog(fd, 0, self.durable, directory if self.durable else None)
 
     async def remove(self, name: str) -> None:
         await trio.to_thread.run_sync(self._remove, name)
 
     def _remove(self, name: str) -> None:
-        path = self._path(name)
-        path.unlink(missing_ok=True)
+        path = self._file(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         links = self._links_dir(name)
         if links.exists():
             for link in links.iterdir():
                 link.unlink(missing_ok=True)
             links.rmdir()
         if self.durable:
-            _fsync_dir(path.parent)
+            _fsync_dir(os.path.dirname(path))
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None:
         await trio.to_thread.run_sync(self._add_link, source, fork, incarnation)
@@ -373,7 +384,7 @@ class FileStorage:
         return found
 
     async def incarnation(self, name: str) -> str | None:
-        meta = await trio.to_thread.run_sync(self._create_meta, self._path(name))
+        meta = await trio.to_thread.run_sync(self._create_meta, self._file(name))
         return meta.get("id") if meta else None
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
@@ -404,7 +415,7 @@ class FileStorage:
         return found
 
     @staticmethod
-    def _create_meta(path: Path) -> dict[str, Any] | None:
+    def _create_meta(path: str | Path) -> dict[str, Any] | None:
         """The metadata of a log's first (create) record, without reading the log."""
         try:
             with open(path, "rb") as file:
