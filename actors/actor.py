@@ -170,7 +170,7 @@ class StreamActor:
         """Wake live readers; those at `added_from` are handed the `added` bytes directly."""
         change, self.changed = self.changed, m.Change()
         result = None
-        if added_from is not None and self.state is not None:
+        if added_from is not None and self.state is not None and change.waiting:
             snapshot = self._snapshot(self.state)
             result = m.ReadResult(snapshot, added_from, added_from + len(added), added)
         change.publish(result)

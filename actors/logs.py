@@ -118,7 +118,6 @@ class MemoryLog:
         self.buffer += b"".join(self._staged)
         self._staged.clear()
         self.end = len(self.buffer)
-        await trio.lowlevel.checkpoint()
 
     async def read(self, slices: Iterable[Slice]) -> bytes:
         view = memoryview(self.buffer)

@@ -264,14 +264,16 @@ async def test_a_delete_interrupted_by_a_crash_is_finished_on_start(tmp_path: Pa
 
 
 async def test_a_commit_hands_its_data_to_waiting_readers() -> None:
+    """Only when someone waits: a commit nobody watches builds nothing extra."""
     async with trio.open_nursery() as nursery:
         registry = await started(MemoryStorage(), nursery)
         streams = Streams(registry)
         await create(streams, "s")
         await append(streams, "s", b"old")
         at_tail = await streams.read("s", Sentinel.NOW, 1024)
+        nursery.start_soon(at_tail.snapshot.changed.wait)  # a live reader, parked
+        await trio.testing.wait_all_tasks_blocked()
         await append(streams, "s", b"new")
-        await at_tail.snapshot.changed.wait()
         added = at_tail.snapshot.changed.added
         assert added is not None
         assert (added.start, added.end, added.data) == (3, 6, b"new")
