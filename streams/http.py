@@ -55,6 +55,11 @@ EXPOSED_HEADERS = (
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
 )
+PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": PROTOCOL_HEADERS,
+    "Access-Control-Max-Age": "86400",
+}
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-resource-policy", b"cross-origin"),
@@ -167,7 +172,7 @@ class StreamsHTTP:
         name = self._name(request.scope["path"])
         method = request.method
         if method == "OPTIONS":
-            await self._respond(request, send, Reply(204, self._preflight(request)))
+            await self._respond(request, send, Reply(204, dict(PREFLIGHT)))
         elif method == "GET":
             await self._get(request, name, send)
         elif method == "HEAD":
@@ -417,13 +422,6 @@ class StreamsHTTP:
         cancel.cancel()
 
     # ---- responses ----------------------------------------------------------------------
-
-    def _preflight(self, request: Request) -> dict[str, str]:
-        return {
-            "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": PROTOCOL_HEADERS,
-            "Access-Control-Max-Age": "86400",
-        }
 
     async def _respond(self, request: Request, send: Send, reply: Reply) -> None:
         headers = request.response_headers() + _header_list(reply.headers)
