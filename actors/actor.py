@@ -94,17 +94,14 @@ class StreamActor:
         self.cache_bytes = cache_bytes
         self.cache = TailCache(0, cache_bytes)
         self.changed = m.Change()
-        self.stopped = trio.Event()
         self._fresh_links: set[str] = set()
         self._held: Envelope | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    async def run(self, previous: trio.Event | None, idle_timeout: float) -> None:
+    async def run(self, idle_timeout: float) -> None:
         failure: Exception | None = None
         try:
-            if previous is not None:
-                await previous.wait()
             await self._recover()
             while True:
                 envelope = await self._next(idle_timeout)
@@ -134,7 +131,11 @@ class StreamActor:
                 return None
 
     def _stop(self, error: ProtocolError) -> None:
-        """Leave the registry first, so no new message can arrive, then fail the rest."""
+        """Leave the registry first, so no new message can arrive, then fail the rest.
+
+        Synchronous on purpose: by the time any other task runs, the log is closed, so a
+        successor actor can open it at once.
+        """
         self.registry.forget(self)
         self.send.close()
         if self._held is not None:
@@ -148,7 +149,6 @@ class StreamActor:
         if self.log is not None:
             self.log.close()
         self._notify()
-        self.stopped.set()
 
     async def _recover(self) -> None:
         opened = await self.storage.open(self.name)

@@ -3,6 +3,7 @@ lets idle ones stop, contains their failures, and expires streams nobody touches
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -35,8 +36,8 @@ class Registry:
         self.cache_bytes = cache_bytes
         self.clock = clock
         self._actors: dict[str, StreamActor] = {}
-        self._stopping: dict[str, trio.Event] = {}
-        self._deadlines: dict[str, float] = {}
+        self._deadlines: dict[str, float] = {}  # the current deadline of each stream
+        self._due: list[tuple[float, str]] = []  # heap of times to look; never later than it
         self._nursery: trio.Nursery | None = None
         self.deadlines_loaded = trio.Event()
         self.collected = trio.Event()
@@ -80,9 +81,7 @@ class Registry:
                 name, self, self.storage, self.clock, self.inbox_size, self.cache_bytes
             )
             self._actors[name] = actor
-            previous = self._stopping.get(name)
-            self._stopping[name] = actor.stopped
-            self._nursery.start_soon(actor.run, previous, self.idle_timeout)
+            self._nursery.start_soon(actor.run, self.idle_timeout)
         return actor
 
     def forget(self, actor: StreamActor) -> None:
@@ -92,15 +91,18 @@ class Registry:
     def note_deadline(self, name: str, deadline: float | None) -> None:
         if deadline is None:
             self._deadlines.pop(name, None)
-        else:
-            self._deadlines[name] = deadline
+            return
+        earlier = self._deadlines.get(name)
+        self._deadlines[name] = deadline
+        if earlier is None or deadline < earlier:  # a later deadline is found when we look
+            heapq.heappush(self._due, (deadline, name))
 
     async def _load_deadlines(self) -> None:
         """Streams on disk can expire before anyone asks for them; a restart restarts TTLs."""
         now = self.clock()
         for name, ttl, expires_at in await self.storage.expiring():
             if name not in self._deadlines and name not in self._actors:
-                self._deadlines[name] = expires_at if expires_at is not None else now + (ttl or 0)
+                self.note_deadline(name, expires_at if expires_at is not None else now + (ttl or 0))
         self.deadlines_loaded.set()
 
     async def _collect_interrupted_deletes(self) -> None:
@@ -121,13 +123,16 @@ class Registry:
     async def expire_due(self) -> None:
         """Expire streams whose deadline passed, even if no request touches them."""
         now = self.clock()
-        for name, deadline in list(self._deadlines.items()):
-            if deadline <= now and self._deadlines.get(name) == deadline:
-                del self._deadlines[name]
-                try:
-                    await self.call(name, m.Expire())
-                except Exception:
-                    log.exception("expiring %r failed", name)
-        for name, stopped in list(self._stopping.items()):
-            if stopped.is_set() and name not in self._actors:
-                del self._stopping[name]
+        while self._due and self._due[0][0] <= now:
+            _, name = heapq.heappop(self._due)
+            deadline = self._deadlines.get(name)
+            if deadline is None:
+                continue  # deleted, or no longer expiring
+            if deadline > now:  # slid forward since: look again then
+                heapq.heappush(self._due, (deadline, name))
+                continue
+            del self._deadlines[name]
+            try:
+                await self.call(name, m.Expire())
+            except Exception:
+                log.exception("expiring %r failed", name)
