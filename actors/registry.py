@@ -23,7 +23,7 @@ class Registry:
         self,
         storage: Storage,
         *,
-        idle_timeout: float = 30.0,
+        idle_timeout: float = 10.0,
         sweep_interval: float = 0.5,
         inbox_size: int = 1024,
         cache_bytes: int = 1 << 20,

@@ -23,7 +23,7 @@ class Settings:
     read_chunk_bytes: int = 1024 * 1024
     tail_cache_bytes: int = 1024 * 1024
     max_name_bytes: int = 1024
-    actor_idle_timeout: float = 30.0
+    actor_idle_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -51,5 +51,5 @@ class Settings:
             read_chunk_bytes=int(number("DS_LIMITS__READ_CHUNK_BYTES", 1024 * 1024)),
             tail_cache_bytes=int(number("DS_LIMITS__TAIL_CACHE_BYTES", 1024 * 1024)),
             max_name_bytes=int(number("DS_LIMITS__MAX_NAME_BYTES", 1024)),
-            actor_idle_timeout=number("DS_ACTORS__IDLE_TIMEOUT_SECS", 30.0),
+            actor_idle_timeout=number("DS_ACTORS__IDLE_TIMEOUT_SECS", 10.0),
         )

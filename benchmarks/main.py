@@ -1,0 +1,249 @@
+"""The benchmark: `bash benchmarks/run.sh [--quick]` (or `.venv/bin/python -m benchmarks`).
+
+Starts each server in turn on 127.0.0.1, pinned to CPU 0, runs the scenarios from CPU 1,
+prints one table and writes it, with the machine and the command, to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report, scenarios
+from benchmarks.servers import ALL, BENCH, ROOT, SERVER_CPU, Server, Spec, log_problems
+
+LOAD = ("appends", "json", "catchup", "fanout")
+GROUPS = (*LOAD, "creates", "restart")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs, K=100 only, 10k creates")
+    parser.add_argument(
+        "--servers",
+        default=",".join(s.key for s in ALL),
+        help="comma-separated subset of: " + ", ".join(s.key for s in ALL),
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(GROUPS),
+        help="comma-separated subset of: " + ", ".join(GROUPS),
+    )
+    parser.add_argument("--duration", type=float, help="seconds per wrk measurement")
+    parser.add_argument("--fanout-k", help="comma-separated reader counts, e.g. 100,1000")
+    parser.add_argument("--streams", type=int, help="streams to create (default 100k; quick 10k)")
+    parser.add_argument("--restart-streams", type=int, help="streams on disk for the restart")
+    parser.add_argument(
+        "--hypercorn-config",
+        default=str(BENCH / "hypercorn.toml"),
+        help='hypercorn TOML for ours and the raw app ("none": defaults)',
+    )
+    parser.add_argument(
+        "--output",
+        default=str(ROOT / "docs" / "benchmarks.md"),
+        help='markdown report to write ("none": do not write)',
+    )
+    parser.add_argument("--work-dir", help="where data dirs and logs go (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
+    return parser.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> scenarios.Plan:
+    plan = scenarios.QUICK if args.quick else scenarios.FULL
+    changes: dict[str, Any] = {}
+    if args.duration:
+        changes["duration"] = args.duration
+    if args.fanout_k:
+        changes["fanout_ks"] = tuple(int(k) for k in args.fanout_k.split(","))
+    if args.streams:
+        changes["create_streams"] = args.streams
+    if args.restart_streams:
+        changes["restart_streams"] = args.restart_streams
+    return dataclasses.replace(plan, **changes)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, plan: scenarios.Plan, work: Path) -> None:
+        self.args, self.plan, self.work = args, plan, work
+        self.results: dict[str, dict[str, Any]] = {}
+        self.problems: list[str] = []
+        config = args.hypercorn_config
+        self.hypercorn_config = None if config == "none" else Path(config).resolve()
+
+    def server(self, spec: Spec, group: str) -> Server:
+        env = {}
+        if spec.kind == "trio" and group == "creates" and self.plan.idle_timeout is not None:
+            env["DS_ACTORS__IDLE_TIMEOUT_SECS"] = str(self.plan.idle_timeout)
+        return Server(
+            spec,
+            data_dir=self.work / "data" / f"{spec.key}-{group}",
+            log_path=self.work / "logs" / f"{spec.key}-{group}.log",
+            hypercorn_config=self.hypercorn_config,
+            env=env,
+        )
+
+    def record(self, spec: Spec, values: dict[str, Any]) -> None:
+        self.results.setdefault(spec.key, {}).update(values)
+        for key, value in values.items():
+            if not isinstance(value, dict):
+                continue
+            errors = {
+                name: value[name]
+                for name in ("status_errors", "socket_errors", "bad", "missed")
+                if value.get(name)
+            }
+            if value.get("errors") and isinstance(value["errors"], dict):
+                errors.update(value["errors"])
+            for name, status in value.items():
+                if name.endswith("_status") and status not in (0, 200, 201, 204):
+                    errors[name] = status
+            if errors:
+                self.problems.append(f"{spec.key} {key}: {errors}")
+
+    def run_group(
+        self, spec: Spec, group: str, steps: list[tuple[str, Callable[[Server], dict[str, Any]]]]
+    ) -> None:
+        server = self.server(spec, group)
+        check = report.cpu_check(SERVER_CPU)
+        self.results.setdefault(spec.key, {}).setdefault("cpu-check", {})[group] = check
+        try:
+            say(f"{spec.key}: starting ({group}); CPU check {check:.2f} s")
+            first_start = server.start()
+            for name, step in steps:
+                if not server.alive():
+                    self.problems.append(f"{spec.key}: server died before {name}; restarted")
+                    server.start()
+                say(f"{spec.key}: {name}")
+                began = time.perf_counter()
+                try:
+                    values = (
+                        step(server)
+                        if name != "restart"
+                        else scenarios.restart(server, self.plan, first_start)
+                    )
+                    self.record(spec, values)
+                except Exception as error:  # a failed scenario is a result, not the end
+                    self.problems.append(f"{spec.key} {name}: FAILED {error!r}")
+                    say(f"{spec.key}: {name} failed: {error!r}")
+                    traceback.print_exc()
+                    if not server.healthy():
+                        self.problems.append(
+                            f"{spec.key}: not answering after {name} ({server.snapshot()}); "
+                            "restarted for the next scenario"
+                        )
+                        self.stop(server, group)
+                        server.start()
+                say(f"{spec.key}: {name} took {time.perf_counter() - began:.1f} s")
+                if not server.alive():
+                    self.problems.append(
+                        f"{spec.key}: server exited during {name} ({server.snapshot()})"
+                    )
+        finally:
+            self.stop(server, group)
+            for line in log_problems(server.log_path):
+                self.problems.append(f"{spec.key} ({group}) log: {line.strip()[:300]}")
+
+    def stop(self, server: Server, group: str) -> None:
+        code, seconds, exited = server.stop()
+        if exited:
+            self.problems.append(
+                f"{server.spec.key} ({group}): had exited (status {code}) before SIGTERM"
+            )
+        elif code not in (0, None, -15):
+            self.problems.append(f"{server.spec.key} ({group}): exit status {code} on SIGTERM")
+        if seconds > 10:
+            self.problems.append(
+                f"{server.spec.key} ({group}): took {seconds:.1f} s to stop after SIGTERM"
+            )
+
+    def run(self) -> None:
+        wanted = set(self.args.scenarios.split(","))
+        keys = self.args.servers.split(",")
+        specs = [spec for spec in ALL if spec.key in keys]
+        plan = self.plan
+        for spec in specs:
+            if spec.kind == "raw":
+                if "appends" in wanted:
+                    self.run_group(
+                        spec, "load", [("appends", lambda s: scenarios.appends(s, plan))]
+                    )
+                continue
+            load: list[tuple[str, Callable[[Server], dict[str, Any]]]] = []
+            if "appends" in wanted:
+                load.append(("appends", lambda s: scenarios.appends(s, plan)))
+            if "json" in wanted:
+                load.append(("json", lambda s: scenarios.json_appends(s, plan)))
+            if "catchup" in wanted:
+                load.append(("catchup", lambda s: scenarios.catch_up(s, plan)))
+            if "fanout" in wanted:
+                load.append(("fanout", lambda s: scenarios.fan_out(s, plan)))
+            if load:
+                self.run_group(spec, "load", load)
+            if "creates" in wanted:
+                self.run_group(spec, "creates", [("creates", lambda s: scenarios.creates(s, plan))])
+            if "restart" in wanted and spec.on_disk:
+                self.run_group(spec, "restart", [("restart", lambda s: {})])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})  # the load generator (this process, wrk) on CPU 1
+    else:
+        say("fewer than 2 CPUs: server and load generator share the CPU")
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ds-bench-"))
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    command = os.environ.get("DS_BENCH_COMMAND") or " ".join(
+        [".venv/bin/python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
+    )
+    machine = report.machine(work)
+    say(f"work dir {work}; plan {plan}")
+    began = time.time()
+    bench = Bench(args, plan, work)
+    try:
+        bench.run()
+    finally:
+        machine["load_after"] = report.loadavg()
+        elapsed = time.time() - began
+        raw = {
+            "plan": dataclasses.asdict(plan),
+            "machine": machine,
+            "command": command,
+            "seconds": elapsed,
+            "results": bench.results,
+            "problems": bench.problems,
+        }
+        (work / "results.json").write_text(json.dumps(raw, indent=2, default=str))
+    table = report.table(bench.results, plan)
+    print(table)
+    print()
+    print(report.targets(bench.results))
+    if bench.problems:
+        print("\nProblems seen:\n" + "\n".join(f"- {p}" for p in bench.problems))
+    say(f"done in {elapsed / 60:.1f} min; raw results in {work / 'results.json'}")
+    if args.output != "none":
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(
+            report.markdown(
+                bench.results, plan, machine, command, elapsed, bench.problems, args.quick
+            )
+        )
+        say(f"wrote {args.output}")
+    if not args.keep and not args.work_dir:
+        shutil.rmtree(work / "data", ignore_errors=True)
+    return 0

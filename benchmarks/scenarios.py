@@ -1,0 +1,251 @@
+"""The scenarios, each run against one started server; every one bounded in time and count."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import client
+from benchmarks.fanout import run_fanout
+from benchmarks.loadgen import run_wrk
+from benchmarks.servers import Server
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration: float = 5.0  # seconds of each wrk measurement
+    warmup: float = 1.0  # seconds of wrk warm-up before the append series
+    append_connections: tuple[int, ...] = (1, 16, 64)
+    json_connections: int = 16
+    json_batch: int = 10
+    small_messages: int = 10_000  # the 10k x 100 B catch-up stream
+    big_mib: int = 10  # the 10 MiB catch-up stream, in 1 MiB appends
+    read_connections: tuple[int, ...] = (1, 4)
+    fanout_ks: tuple[int, ...] = (100, 1000)
+    fanout_rounds: int = 20
+    fanout_rounds_large: int = 10  # rounds for K > 100
+    create_streams: int = 100_000
+    create_connections: int = 16
+    create_bound: float = 300.0  # seconds at most for the creates
+    idle_timeout: float | None = None  # DS_ACTORS__IDLE_TIMEOUT_SECS for ours (None: default)
+    idle_wait: float = 35.0  # wait before "at rest" RSS (ours); default idle timeout is 30 s
+    restart_streams: int = 10_000
+    restarts: int = 3
+
+
+FULL = Plan()
+QUICK = Plan(
+    duration=2.0,
+    warmup=1.0,
+    read_connections=(1,),
+    fanout_ks=(100,),
+    fanout_rounds=10,
+    create_streams=5_000,
+    create_bound=60.0,
+    idle_timeout=3.0,
+    idle_wait=5.0,
+    restart_streams=2_000,
+    restarts=2,
+)
+
+
+def _wrk_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rps": result["rps"],
+        "requests": result["requests"],
+        "seconds": result["duration_us"] / 1e6,
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "max_ms": result["max_us"] / 1000,
+        "errors": result["errors"],
+        "status_errors": result["status_errors"],
+        "socket_errors": result["errors"] - result["status_errors"],
+        "counters": result["counters"],
+    }
+
+
+def _create(server: Server, name: str, content_type: str) -> str:
+    path = f"/v1/stream/{name}"
+    response = client.request(server.port, "PUT", path, {"Content-Type": content_type})
+    if response.status not in (200, 201):
+        raise RuntimeError(f"PUT {path} answered {response.status}: {response.body[:200]!r}")
+    return path
+
+
+def appends(server: Server, plan: Plan) -> dict[str, Any]:
+    """wrk POSTs of 100 B (octet-stream) at each connection count, to one stream."""
+    path = "/v1/stream/bench-append" if server.spec.kind != "raw" else "/append"
+    if server.spec.kind != "raw":
+        _create(server, "bench-append", "application/octet-stream")
+    url = server.base + path
+    args = ["application/octet-stream", "bytes", "100"]
+    run_wrk(url, "append", args, connections=16, duration=plan.warmup)
+    results = {}
+    for connections in plan.append_connections:
+        result = run_wrk(url, "append", args, connections=connections, duration=plan.duration)
+        results[f"append-c{connections}"] = _wrk_summary(result)
+    return results
+
+
+def json_appends(server: Server, plan: Plan) -> dict[str, Any]:
+    """wrk POSTs of a JSON array of 10 objects (about 95 B each) to an application/json stream."""
+    path = _create(server, "bench-json", "application/json")
+    args = ["application/json", "json", str(plan.json_batch)]
+    result = _wrk_summary(
+        run_wrk(
+            server.base + path,
+            "append",
+            args,
+            connections=plan.json_connections,
+            duration=plan.duration,
+        )
+    )
+    result["msgs"] = result["rps"] * plan.json_batch
+    count_check = client.request(server.port, "GET", f"{path}?offset=-1")
+    result["read_back_status"] = count_check.status
+    return {f"json-c{plan.json_connections}": result}
+
+
+def _catch_up(server: Server, plan: Plan, path: str, key: str) -> dict[str, Any]:
+    data, responses = client.read_all(server.port, path)
+    size = len(data)
+    results = {}
+    for connections in plan.read_connections if key == "catchup-small" else (1,):
+        if responses == 1:
+            raw = run_wrk(
+                f"{server.base}{path}?offset=-1",
+                "get",
+                [],
+                connections=connections,
+                duration=plan.duration,
+            )
+            reads = raw["requests"] - raw["status_errors"]
+        else:
+            raw = run_wrk(
+                server.base + path,
+                "follow",
+                [path],
+                connections=connections,
+                threads=connections,
+                duration=plan.duration,
+            )
+            reads = raw["counters"]["full_reads"]
+        summary = _wrk_summary(raw)
+        summary.update(
+            stream_bytes=size,
+            responses_per_read=responses,
+            full_reads=reads,
+            mbps=reads * size / MB / summary["seconds"],
+        )
+        results[f"{key}-c{connections}"] = summary
+    return results
+
+
+def catch_up(server: Server, plan: Plan) -> dict[str, Any]:
+    """Catch-up reads of a whole stream from offset -1: 10k x 100 B, and 10 x 1 MiB."""
+    small = _create(server, "bench-read-small", "application/octet-stream")
+    began = time.perf_counter()
+    statuses = client.append_many(
+        server.port, small, [b"m" * 100] * plan.small_messages, "application/octet-stream"
+    )
+    seed_small = time.perf_counter() - began
+    big = _create(server, "bench-read-big", "application/octet-stream")
+    big_statuses = client.append_many(
+        server.port, big, [b"b" * (1 << 20)] * plan.big_mib, "application/octet-stream", 1
+    )
+    results = _catch_up(server, plan, small, "catchup-small")
+    results.update(_catch_up(server, plan, big, "catchup-big"))
+    for key in results:
+        results[key]["seed_statuses"] = statuses if "small" in key else big_statuses
+    results["seed-small"] = {"seconds": seed_small, "statuses": statuses}
+    return results
+
+
+def fan_out(server: Server, plan: Plan) -> dict[str, Any]:
+    results = {}
+    for k in plan.fanout_ks:
+        rounds = plan.fanout_rounds if k <= 100 else plan.fanout_rounds_large
+        for live, short in (("sse", "sse"), ("long-poll", "lp")):
+            name = f"bench-fanout-{short}-{k}"
+            results[f"fanout-{short}-{k}"] = run_fanout(server.port, name, live, k, rounds)
+            time.sleep(0.5)  # let the closed readers drain before the next set
+    return results
+
+
+def creates(server: Server, plan: Plan) -> dict[str, Any]:
+    """wrk PUTs of new empty streams until N were created; RSS before, after and at rest."""
+    time.sleep(1.0)
+    rss_before = server.rss()
+    raw = run_wrk(
+        server.base + "/v1/stream/bench-create",
+        "create",
+        ["/v1/stream/bench-create-", str(plan.create_streams), "0"],
+        connections=plan.create_connections,
+        duration=plan.create_bound,
+    )
+    created = raw["counters"]["created"]
+    elapsed = raw["counters"]["elapsed_us"] / 1e6 or 1e-9
+    time.sleep(2.0)
+    rss_after = server.rss()
+    wait = plan.idle_wait if server.spec.kind == "trio" else 0.0
+    time.sleep(wait)
+    rss_rest = server.rss()
+    sample = client.request(server.port, "HEAD", "/v1/stream/bench-create-t1-2").status
+    return {
+        "create": {
+            "created": created,
+            "bad": raw["counters"]["bad"],
+            "bad_status": raw["counters"]["bad_status"],
+            "socket_errors": raw["errors"] - raw["status_errors"],
+            "seconds": elapsed,
+            "rate": created / elapsed,
+            "rss_before": rss_before,
+            "rss_after": rss_after,
+            "rss_rest": rss_rest,
+            "rest_wait_s": wait,
+            "per_stream_rest": (rss_rest - rss_before) / max(1, created),
+            "per_stream_after": (rss_after - rss_before) / max(1, created),
+            "head_first_status": sample,
+            "completed": created >= plan.create_streams,
+        }
+    }
+
+
+def restart(server: Server, plan: Plan, first_start: float) -> dict[str, Any]:
+    """N streams holding 100 B each on disk; stop (SIGTERM) and time spawn to ready, where
+    ready means /readyz (ours) answers 200 and HEAD of a stream created last answers 200."""
+    raw = run_wrk(
+        server.base + "/v1/stream/bench-restart",
+        "create",
+        ["/v1/stream/bench-restart-", str(plan.restart_streams), "100"],
+        connections=16,
+        duration=120,
+    )
+    created = raw["counters"]["created"]
+    probe = "/v1/stream/bench-restart-probe"
+    put = client.request(server.port, "PUT", probe, {"Content-Type": "text/plain"}, b"p" * 100)
+    if put.status != 201:
+        raise RuntimeError(f"PUT {probe} answered {put.status}")
+    middle = f"/v1/stream/bench-restart-t1-{plan.restart_streams // 2}"
+    times, stops = [], []
+    last_status = None
+    for _ in range(plan.restarts):
+        stops.append(server.stop()[1])
+        times.append(server.start(ready_path=probe))
+        last_status = client.request(server.port, "HEAD", middle).status
+    return {
+        "restart": {
+            "streams": created,
+            "bad": raw["counters"]["bad"],
+            "bad_status": raw["counters"]["bad_status"],
+            "seconds": statistics.median(times),
+            "all_seconds": times,
+            "empty_start_seconds": first_start,
+            "sample_stream_status": last_status,
+            "stop_seconds": stops,
+        }
+    }
