@@ -98,6 +98,28 @@ def _recover(buffer: bytes | bytearray, repair: bool = False) -> tuple[Recovered
     return recovered, end
 
 
+@attrs.define
+class Staged:
+    """Frames waiting for a log's next commit."""
+
+    frames: list[bytes] = attrs.field(factory=list)
+    size: int = 0
+
+    def add(self, end: int, meta: bytes, data: bytes) -> int:
+        """Stage one frame after `end` (the committed end); returns where its data will sit."""
+        frame = framing.frame(meta, data)
+        locator = end + self.size + framing.data_offset(meta)
+        self.frames.append(frame)
+        self.size += len(frame)
+        return locator
+
+    def take(self) -> bytes:
+        payload = b"".join(self.frames)
+        self.frames.clear()
+        self.size = 0
+        return payload
+
+
 # ---- memory ------------------------------------------------------------------------------
 
 
@@ -105,18 +127,13 @@ def _recover(buffer: bytes | bytearray, repair: bool = False) -> tuple[Recovered
 class MemoryLog:
     buffer: bytearray
     end: int = 0
-    _staged: list[bytes] = attrs.field(factory=list)
-    _staged_end: int = 0
+    _staged: Staged = attrs.field(factory=Staged)
 
     def stage(self, meta: bytes, data: bytes) -> int:
-        start = max(self.end, self._staged_end)
-        self._staged.append(framing.frame(meta, data))
-        self._staged_end = start + len(self._staged[-1])
-        return start + framing.data_offset(meta)
+        return self._staged.add(self.end, meta, data)
 
     async def commit(self) -> None:
-        self.buffer += b"".join(self._staged)
-        self._staged.clear()
+        self.buffer += self._staged.take()
         self.end = len(self.buffer)
 
     async def read(self, slices: Iterable[Slice]) -> bytes:
@@ -124,7 +141,7 @@ class MemoryLog:
         return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)
 
     def close(self) -> None:
-        self._staged.clear()
+        self._staged.take()
 
 
 @attrs.define
@@ -197,18 +214,13 @@ class FileLog:
     end: int
     durable: bool
     unsynced_directory: str | None = None  # a new file's directory, synced on first commit
-    _staged: list[bytes] = attrs.field(factory=list)
-    _staged_end: int = 0
+    _staged: Staged = attrs.field(factory=Staged)
 
     def stage(self, meta: bytes, data: bytes) -> int:
-        start = max(self.end, self._staged_end)
-        self._staged.append(framing.frame(meta, data))
-        self._staged_end = start + len(self._staged[-1])
-        return start + framing.data_offset(meta)
+        return self._staged.add(self.end, meta, data)
 
     async def commit(self) -> None:
-        payload = b"".join(self._staged)
-        self._staged.clear()
+        payload = self._staged.take()
         await trio.to_thread.run_sync(self._write, payload)
         self.end += len(payload)
 
