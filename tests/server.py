@@ -14,6 +14,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
+def hypercorn_command(port: int, *options: str) -> list[str]:
+    """The README's server command, on a loopback port."""
+    return [
+        sys.executable, "-m", "hypercorn", "streams.app:app",
+        "--worker-class", "trio", "--bind", f"127.0.0.1:{port}", *options,
+    ]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -34,16 +42,7 @@ def running_server(
     log_path = data_dir.parent / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "streams.app:app",
-                "--worker-class",
-                "trio",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
+            hypercorn_command(port),
             env=environment,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -5,31 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio
 
-from actors.logs import FileStorage
-from actors.registry import Registry
 from actors.service import Streams
 from streams.__main__ import main
 from streams.machine import AppendRequest, CreateRequest
 from streams.records import StreamConfig
+from tests.on_disk import on_disk
 
 
 def make_streams(root: Path, names: list[str]) -> None:
-    async def write() -> None:
-        storage = FileStorage(root, durable=True)
-        async with trio.open_nursery() as nursery:
-            registry = Registry(storage)
-            await nursery.start(registry.run)
-            streams = Streams(registry)
-            for name in names:
-                await streams.create(name, CreateRequest(StreamConfig("text/plain"), body=b"a"))
-                await streams.append(name, AppendRequest("text/plain", b"bb"))
-                await streams.append(name, AppendRequest("text/plain", b"ccc"))
-            nursery.cancel_scope.cancel()
-        storage.close()
+    async def write(streams: Streams) -> None:
+        for name in names:
+            await streams.create(name, CreateRequest(StreamConfig("text/plain"), body=b"a"))
+            await streams.append(name, AppendRequest("text/plain", b"bb"))
+            await streams.append(name, AppendRequest("text/plain", b"ccc"))
 
-    trio.run(write)
+    on_disk(root, write)
 
 
 def log_of(root: Path, name: str) -> Path:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server import free_port, running_server
+from tests.server import free_port, hypercorn_command, running_server
 
 LIMITS = {
     "DS_LIMITS__MAX_APPEND_BYTES": "1000",
@@ -39,17 +38,7 @@ def serve_until_exit(data_dir: Path, *options: str) -> str:
     Its exit status is not checked: hypercorn 0.18 reports 0 even when a worker exits 3.
     """
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "streams.app:app",
-            "--worker-class",
-            "trio",
-            "--bind",
-            f"127.0.0.1:{free_port()}",
-            *options,
-        ],
+        hypercorn_command(free_port(), *options),
         env={"DS_STORAGE__DATA_DIR": str(data_dir), "PATH": ""},
         capture_output=True,
         text=True,

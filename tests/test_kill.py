@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import attrs
 import httpx
 import trio
 
-from tests.server import free_port
+from tests.server import free_port, hypercorn_command
 
 KILLS = 20
 WRITERS_PER_STREAM = 2
@@ -54,16 +53,7 @@ class Server:
         }
         log = open(self.data_dir.parent / "server.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "streams.app:app",
-                "--worker-class",
-                "trio",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-            ],
+            hypercorn_command(self.port),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

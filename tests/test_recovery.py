@@ -10,11 +10,11 @@ import pytest
 import trio
 
 from actors.logs import CorruptLog, FileStorage
-from actors.registry import Registry
 from actors.service import Streams
 from streams.machine import AppendRequest, CreateRequest
 from streams.offsets import Sentinel
 from streams.records import StreamConfig
+from tests.on_disk import on_disk
 
 TEXT = "text/plain"
 RECORDS = [b"first", b"second record", b"x" * 300, b"last one"]
@@ -25,19 +25,12 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir holding one stream: a create record plus three appends."""
     root = tmp_path_factory.mktemp("pristine")
 
-    async def write() -> None:
-        storage = FileStorage(root, durable=True)
-        async with trio.open_nursery() as nursery:
-            registry = Registry(storage)
-            await nursery.start(registry.run)
-            streams = Streams(registry)
-            await streams.create("s", CreateRequest(StreamConfig(TEXT), body=RECORDS[0]))
-            for data in RECORDS[1:]:
-                await streams.append("s", AppendRequest(TEXT, data))
-            nursery.cancel_scope.cancel()
-        storage.close()
+    async def write(streams: Streams) -> None:
+        await streams.create("s", CreateRequest(StreamConfig(TEXT), body=RECORDS[0]))
+        for data in RECORDS[1:]:
+            await streams.append("s", AppendRequest(TEXT, data))
 
-    trio.run(write)
+    on_disk(root, write)
     return root
 
 
@@ -141,16 +134,8 @@ def test_corruption_before_the_last_record_is_refused_not_cut(
 def test_a_recovered_stream_takes_new_appends(pristine: Path, tmp_path: Path) -> None:
     root = damaged_copy(pristine, tmp_path, "truncate", log_path(pristine).stat().st_size - 3)
 
-    async def append_and_read() -> bytes:
-        storage = FileStorage(root, durable=True)
-        async with trio.open_nursery() as nursery:
-            registry = Registry(storage)
-            await nursery.start(registry.run)
-            streams = Streams(registry)
-            await streams.append("s", AppendRequest(TEXT, b"+new"))
-            data = (await streams.read("s", Sentinel.START, 1 << 20)).data
-            nursery.cancel_scope.cancel()
-        storage.close()
-        return data
+    async def append_and_read(streams: Streams) -> bytes:
+        await streams.append("s", AppendRequest(TEXT, b"+new"))
+        return (await streams.read("s", Sentinel.START, 1 << 20)).data
 
-    assert trio.run(append_and_read) == b"".join(RECORDS[:-1]) + b"+new"
+    assert on_disk(root, append_and_read) == b"".join(RECORDS[:-1]) + b"+new"
