@@ -111,7 +111,7 @@ class Server:
             return command
         app = "streams.app:app" if self.spec.kind == "trio" else "benchmarks.rawapp:app"
         hypercorn = str(Path(sys.executable).parent / "hypercorn")
-        command = [*pin, hypercorn, app, "--worker-class", "trio", "--bind", bind]
+        command = [*pin, hypercorn, app, "--worker-class", "trio", "--workers", "0", "--bind", bind]
         if self.hypercorn_config is not None:
             command += ["--config", str(self.hypercorn_config)]
         return command

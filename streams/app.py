@@ -1,4 +1,4 @@
-"""The ASGI application: `hypercorn streams.app:app --worker-class trio`.
+"""The ASGI application: `hypercorn streams.app:app --worker-class trio --workers 0`.
 
 Requests go straight to the plain ASGI protocol handler, except health and readiness, which
 Quart serves; Quart also runs the registry in its lifespan nursery.

@@ -18,7 +18,7 @@ def hypercorn_command(port: int, *options: str) -> list[str]:
     """The README's server command, on a loopback port."""
     return [
         sys.executable, "-m", "hypercorn", "streams.app:app",
-        "--worker-class", "trio", "--bind", f"127.0.0.1:{port}", *options,
+        "--worker-class", "trio", "--workers", "0", "--bind", f"127.0.0.1:{port}", *options,
     ]  # fmt: skip
 
 
