@@ -33,7 +33,7 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> list[Response]:
         self.buffer += data
-        done = []
+        done: list[Response] = []
         while True:
             response = self._step()
             if response is None:

@@ -47,7 +47,7 @@ def free_port() -> int:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
             found.extend(int(child) for child in task.read_text().split())

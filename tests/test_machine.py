@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -503,7 +504,7 @@ def test_a_stale_epoch_is_403_with_the_current_epoch() -> None:
     state = make_state()
     commit(state, by("p", 3, 0))
     for seq in (0, 1, 9):
-        error = rejects(lambda s=seq: state.plan_append(by("p", 2, s), NOW), 403, "STALE_EPOCH")
+        error = rejects(partial(state.plan_append, by("p", 2, seq), NOW), 403, "STALE_EPOCH")
         assert dict(error.headers) == {"Producer-Epoch": "3"}
 
 
@@ -600,9 +601,7 @@ def test_stream_seq_must_strictly_increase() -> None:
     commit(state, body(stream_seq="002"))
     assert state.stream_seq == "002"
     for stale in ("002", "001", "0", ""):
-        rejects(
-            lambda s=stale: state.plan_append(body(stream_seq=s), NOW), 409, "SEQUENCE_REGRESSION"
-        )
+        rejects(partial(state.plan_append, body(stream_seq=stale), NOW), 409, "SEQUENCE_REGRESSION")
     commit(state, body(stream_seq="003"))
     assert state.stream_seq == "003"
 
