@@ -176,23 +176,19 @@ class Bench:
         specs = [spec for spec in ALL if spec.key in keys]
         plan = self.plan
         for spec in specs:
-            if spec.kind == "raw":
-                if "appends" in wanted:
-                    self.run_group(
-                        spec, "load", [("appends", lambda s: scenarios.appends(s, plan))]
-                    )
-                continue
             load: list[tuple[str, Callable[[Server], dict[str, Any]]]] = []
             if "appends" in wanted:
                 load.append(("appends", lambda s: scenarios.appends(s, plan)))
-            if "json" in wanted:
+            if "json" in wanted and spec.kind != "raw":
                 load.append(("json", lambda s: scenarios.json_appends(s, plan)))
-            if "catchup" in wanted:
+            if "catchup" in wanted and spec.kind != "raw":
                 load.append(("catchup", lambda s: scenarios.catch_up(s, plan)))
             if "fanout" in wanted:
                 load.append(("fanout", lambda s: scenarios.fan_out(s, plan)))
             if load:
                 self.run_group(spec, "load", load)
+            if spec.kind == "raw":
+                continue
             if "creates" in wanted:
                 self.run_group(spec, "creates", [("creates", lambda s: scenarios.creates(s, plan))])
             if "restart" in wanted and spec.on_disk:

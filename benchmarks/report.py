@@ -283,7 +283,7 @@ def _ratio_cell(row: Row, ours: dict[str, Any] | None, theirs: dict[str, Any] | 
 def table(results: Results, plan: Plan) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for row in _rows(plan):
-        label, cell, first, key, _ = row
+        label, cell, _, key, _ = row
         entries = {
             name: _get(results, name, key)
             for name in (DURABLE, NODE_FILE, MEMORY, NODE_MEMORY, RAW)
@@ -296,7 +296,7 @@ def table(results: Results, plan: Plan) -> str:
 
         raw = entries[RAW]
         memory = entries[MEMORY]
-        raw_ratio = _ratio(first(memory), first(raw)) if raw and memory else "—"
+        raw_ratio = _ratio_cell(row, memory, raw)
         cells = [
             label,
             show(entries[DURABLE]),
@@ -363,6 +363,12 @@ def targets(results: Results) -> str:
             value(NODE_FILE, f"append-c{c}", "rps"),
             3.0,
         )
+        ratio_line(
+            f"↳ the raw ASGI ceiling (no protocol, no disk), {c} conns: ≥ 3x Node file",
+            value(RAW, f"append-c{c}", "rps"),
+            value(NODE_FILE, f"append-c{c}", "rps"),
+            3.0,
+        )
     ratio_line(
         "Non-durable appends, 16 conns: ≥ 0.8x raw ASGI ceiling",
         value(MEMORY, "append-c16", "rps"),
@@ -389,6 +395,13 @@ def targets(results: Results) -> str:
             2.0,
             higher=False,
         )
+    ratio_line(
+        "↳ the raw ASGI ceiling (an event per POST, no protocol): ≤ 2x Node memory",
+        value(RAW, "fanout-sse-1000", "p99_ms"),
+        value(NODE_MEMORY, "fanout-sse-1000", "p99_ms"),
+        2.0,
+        higher=False,
+    )
     for server in (DURABLE, MEMORY):
         entry = _get(results, server, "create")
         if entry is None:
@@ -506,11 +519,13 @@ def markdown(
         f"bookkeeping). 2 warm-up rounds, then {plan.fanout_rounds} rounds (K ≤ 100) or "
         f"{plan.fanout_rounds_large} (K > 100); between rounds the writer waits 0.3 s / 1 s, and "
         "at least 1.5x the round's slowest delivery (long-poll, so every reader is parked "
-        "again), or 0.05 s / 0.2 s (SSE).",
+        "again), or 0.05 s / 0.2 s (SSE). The raw ASGI app serves fan-out too, as the "
+        "stack's ceiling: every POST sets one `trio.Event` its readers wait on, and each SSE "
+        "reader sends the body as one event (no offsets, cursors or control events).",
         f"- **Creates**: wrk `PUT`s of new empty streams at {plan.create_connections} connections "
         f"until {plan.create_streams:,} were created (at most {plan.create_bound:g} s). RSS is "
-        "VmRSS summed over the server's processes (hypercorn: master, worker and "
-        "multiprocessing's resource tracker), on a fresh server: before, right after, and "
+        "VmRSS summed over the server's process tree (ours runs as one process, "
+        "`--workers 0`), on a fresh server: before, right after, and "
         "at rest — for our server after "
         + (
             f"{plan.idle_wait:g} s with `DS_ACTORS__IDLE_TIMEOUT_SECS={plan.idle_timeout:g}`"

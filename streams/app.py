@@ -6,6 +6,7 @@ Quart serves; Quart also runs the registry in its lifespan nursery.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -42,6 +43,13 @@ def open_storage(settings: Settings) -> Storage:
     return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
 
 
+def collect_less() -> None:
+    """Fewer and shorter garbage-collection pauses: one pause stalls every live reader at
+    once (measured: SSE fan-out to 1000 readers, p99 ~650 ms -> ~250-450 ms)."""
+    gc.freeze()  # what start-up made lives as long as the process; full collections skip it
+    gc.set_threshold(10_000, 10, 10)  # young collections every 10k allocations, not 700
+
+
 def create_app(settings: Settings | None = None) -> StreamsApp:
     app = StreamsApp(__name__)
 
@@ -70,6 +78,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
 
         await app.nursery.start(supervise)
         app.protocol = StreamsHTTP(Streams(registry), resolved)
+        collect_less()
 
     @app.after_serving
     async def stop() -> None:
