@@ -126,9 +126,9 @@ class Staged:
 @attrs.define
 class MemoryLog:
     buffer: bytearray
+    _on_close: Callable[[bytearray], None]  # the storage keeps the closed log
     end: int = 0
     _staged: Staged = attrs.field(factory=Staged)
-    _on_close: Callable[[bytearray], None] | None = None
 
     def stage(self, meta: bytes, data: bytes) -> int:
         return self._staged.add(self.end, meta, data)
@@ -143,8 +143,7 @@ class MemoryLog:
 
     def close(self) -> None:
         self._staged.take()
-        if self._on_close is not None:
-            self._on_close(self.buffer)
+        self._on_close(self.buffer)
 
 
 @attrs.define
@@ -172,7 +171,7 @@ class MemoryStorage:
             if self._logs.get(name) is closed:  # not removed or recreated meanwhile
                 self._logs[name] = bytes(closed)
 
-        return MemoryLog(buffer, len(buffer), on_close=keep)
+        return MemoryLog(buffer, keep, len(buffer))
 
     async def remove(self, name: str) -> None:
         self._logs.pop(name, None)

@@ -59,11 +59,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         chunks.append(event.get("body", b""))
         if not event.get("more_body", False):
             break
+    if scope["method"] == "POST":
+        tail.append(b"".join(chunks))
     if scope["method"] in ("POST", "PUT"):
-        created = scope["method"] == "PUT"
-        if not created:
-            tail.append(b"".join(chunks))
-        status = 201 if created else 204
+        status = 204 if scope["method"] == "POST" else 201
         await send({"type": "http.response.start", "status": status, "headers": tail.next_offset()})
         await send({"type": "http.response.body", "body": b""})
         return
