@@ -96,6 +96,7 @@ class StreamActor:
         self.changed = m.Change()
         self._fresh_links: set[str] = set()
         self._held: Envelope | None = None
+        self._idle: trio.CancelScope | None = None  # set while waiting for a message
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -117,18 +118,32 @@ class StreamActor:
     async def _next(self, idle_timeout: float) -> Envelope | None:
         """The next message, or None once the actor may stop."""
         if self._held is not None:
-            envelope, self._held = self._held, None
-            return envelope
+            held, self._held = self._held, None
+            return held
         if self.state is None:
             try:
                 return self._inbox.receive_nowait()
             except trio.WouldBlock:
                 return None  # an absent stream keeps no task
-        while True:
-            with trio.move_on_after(idle_timeout):
-                return await self._inbox.receive()
-            if self.changed.waiting == 0:
-                return None
+        envelope: Envelope | None = None
+        while envelope is None:
+            with trio.move_on_after(idle_timeout) as self._idle:
+                envelope = await self._inbox.receive()
+            self._idle = None
+            if envelope is None:
+                try:  # sent after the wait ended but before this task ran again
+                    envelope = self._inbox.receive_nowait()
+                except trio.WouldBlock:
+                    if self.changed.waiting == 0:
+                        return None
+        return envelope
+
+    def retire(self) -> bool:
+        """Stop now if idle: waiting for a message, with no live reader. True if it will."""
+        if self._idle is None or self._idle.cancel_called or self.changed.waiting:
+            return False
+        self._idle.cancel()
+        return True
 
     def _stop(self, error: ProtocolError) -> None:
         """Leave the registry first, so no new message can arrive, then fail the rest.

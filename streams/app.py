@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
         registry = Registry(
             app.storage,
             idle_timeout=resolved.actor_idle_timeout,
+            max_resident=resolved.max_resident_actors,
             cache_bytes=resolved.tail_cache_bytes,
         )
 

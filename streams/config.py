@@ -24,6 +24,7 @@ class Settings:
     tail_cache_bytes: int = 1024 * 1024
     max_name_bytes: int = 1024
     actor_idle_timeout: float = 10.0
+    max_resident_actors: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -52,4 +53,5 @@ class Settings:
             tail_cache_bytes=int(number("DS_LIMITS__TAIL_CACHE_BYTES", 1024 * 1024)),
             max_name_bytes=int(number("DS_LIMITS__MAX_NAME_BYTES", 1024)),
             actor_idle_timeout=number("DS_ACTORS__IDLE_TIMEOUT_SECS", 10.0),
+            max_resident_actors=int(number("DS_ACTORS__MAX_RESIDENT", 1000)),
         )
