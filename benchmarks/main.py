@@ -22,8 +22,8 @@ from typing import Any
 from benchmarks import report, scenarios
 from benchmarks.servers import ALL, BENCH, ROOT, SERVER_CPU, Server, Spec, log_problems
 
-LOAD = ("appends", "json", "catchup", "fanout")
-GROUPS = (*LOAD, "creates", "restart")
+LOAD = ("json", "catchup", "fanout")
+GROUPS = ("appends", *LOAD, "creates", "restart")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -157,6 +157,32 @@ class Bench:
             for line in log_problems(server.log_path):
                 self.problems.append(f"{spec.key} ({group}) log: {line.strip()[:300]}")
 
+    def append_rounds(self, specs: list[Spec]) -> None:
+        """Appends in rounds, the servers taking turns (in reverse order every other round):
+        this VM's CPU speed drifts over minutes, and turns spread the drift over all servers.
+        Each result is the round with the median rate; every round is kept as `<key>@<n>`."""
+        plan = self.plan
+        for number in range(1, plan.append_rounds + 1):
+            for spec in specs if number % 2 else specs[::-1]:
+
+                def step(server: Server, number: int = number) -> dict[str, Any]:
+                    values = scenarios.appends(server, plan)
+                    return {f"{key}@{number}": value for key, value in values.items()}
+
+                self.run_group(spec, f"appends-{number}", [("appends", step)])
+        for spec in specs:
+            values = self.results.get(spec.key, {})
+            for connections in plan.append_connections:
+                key = f"append-c{connections}"
+                rounds = [
+                    values[f"{key}@{n}"]
+                    for n in range(1, plan.append_rounds + 1)
+                    if f"{key}@{n}" in values
+                ]
+                if rounds:
+                    median = sorted(rounds, key=lambda r: r["rps"])[(len(rounds) - 1) // 2]
+                    values[key] = {**median, "round_rps": [r["rps"] for r in rounds]}
+
     def stop(self, server: Server, group: str) -> None:
         code, seconds, exited = server.stop()
         if exited:
@@ -175,10 +201,10 @@ class Bench:
         keys = self.args.servers.split(",")
         specs = [spec for spec in ALL if spec.key in keys]
         plan = self.plan
+        if "appends" in wanted:
+            self.append_rounds(specs)
         for spec in specs:
             load: list[tuple[str, Callable[[Server], dict[str, Any]]]] = []
-            if "appends" in wanted:
-                load.append(("appends", lambda s: scenarios.appends(s, plan)))
             if "json" in wanted and spec.kind != "raw":
                 load.append(("json", lambda s: scenarios.json_appends(s, plan)))
             if "catchup" in wanted and spec.kind != "raw":

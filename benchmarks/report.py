@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -137,6 +138,12 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
         return "—"
     value = ours / theirs
     return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
+def _cpu_checks(results: Results, server: str) -> list[float]:
+    """Before the append rounds and the load scenarios: when the compared numbers were made."""
+    checks = results.get(server, {}).get("cpu-check", {})
+    return [value for group, value in checks.items() if group.startswith(("appends", "load"))]
 
 
 def _get(results: Results, server: str, key: str) -> dict[str, Any] | None:
@@ -309,7 +316,10 @@ def table(results: Results, plan: Plan) -> str:
             raw_ratio,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    checks = {name: results.get(name, {}).get("cpu-check", {}).get("load") for name in SERVERS}
+    checks = {
+        name: statistics.median(times) if (times := list(_cpu_checks(results, name))) else None
+        for name in SERVERS
+    }
     if any(checks.values()):
 
         def check(name: str) -> str:
@@ -320,8 +330,8 @@ def table(results: Results, plan: Plan) -> str:
             return _ratio(checks[ours], checks[theirs])
 
         cells = [
-            "CPU check on CPU 0 before the load scenarios: s for a 5M-step Python loop "
-            "(lower = faster CPU at that time)",
+            "CPU check on CPU 0 before each server's append rounds and load scenarios: median s "
+            "for a 5M-step Python loop (lower = faster CPU at that time)",
             check(DURABLE),
             check(NODE_FILE),
             check_ratio(DURABLE, NODE_FILE),
@@ -503,7 +513,9 @@ def markdown(
         "keep-alive connections; req/s and wrk's p50 / p99 latency. Durable compares "
         "`file-durable` (fdatasync before each 2xx) with Node's file store; non-durable compares "
         "`memory` with Node's in-memory store and the raw ASGI app (which only reads the body and "
-        "answers 204).",
+        f"answers 204). {plan.append_rounds} round(s): in each, every server is started fresh "
+        "and measured in turn (in reverse order every other round); each cell is the round "
+        "with the median rate, and results.json keeps every round.",
         f"- **JSON append**: `POST` of a JSON array of {plan.json_batch} objects (about 95 B each) "
         "to an `application/json` stream, so the server validates and flattens it.",
         f"- **Catch-up read**: a stream of {plan.small_messages:,} appends of 100 B (1 MB) and one "
@@ -530,7 +542,7 @@ def markdown(
         + (
             f"{plan.idle_wait:g} s with `DS_ACTORS__IDLE_TIMEOUT_SECS={plan.idle_timeout:g}`"
             if plan.idle_timeout is not None
-            else f"{plan.idle_wait:g} s (the default idle timeout is 30 s)"
+            else f"{plan.idle_wait:g} s (the default idle timeout is 10 s)"
         )
         + ", so idle actors have stopped. B/stream = (at rest - before) ÷ streams.",
         f"- **Restart**: {plan.restart_streams:,} streams created with 100 B each on a fresh data "

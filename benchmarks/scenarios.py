@@ -20,6 +20,7 @@ class Plan:
     duration: float = 5.0  # seconds of each wrk measurement
     warmup: float = 1.0  # seconds of wrk warm-up before the append series
     append_connections: tuple[int, ...] = (1, 16, 64)
+    append_rounds: int = 3  # the servers take turns; each result is the median round
     json_connections: int = 16
     json_batch: int = 10
     small_messages: int = 10_000  # the 10k x 100 B catch-up stream
@@ -32,7 +33,7 @@ class Plan:
     create_connections: int = 16
     create_bound: float = 300.0  # seconds at most for the creates
     idle_timeout: float | None = None  # DS_ACTORS__IDLE_TIMEOUT_SECS for ours (None: default)
-    idle_wait: float = 35.0  # wait before "at rest" RSS (ours); default idle timeout is 30 s
+    idle_wait: float = 15.0  # wait before "at rest" RSS (ours); default idle timeout is 10 s
     restart_streams: int = 10_000
     restarts: int = 3
 
@@ -41,6 +42,7 @@ FULL = Plan()
 QUICK = Plan(
     duration=2.0,
     warmup=1.0,
+    append_rounds=1,
     read_connections=(1,),
     fanout_ks=(100,),
     fanout_rounds=10,
