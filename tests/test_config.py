@@ -1,0 +1,56 @@
+"""Settings come from the environment under the Rust reference server's names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.config import Settings
+
+
+def test_defaults_without_environment() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_every_setting_has_its_name() -> None:
+    settings = Settings.from_env(
+        {
+            "DS_STORAGE__MODE": "memory",
+            "DS_STORAGE__DATA_DIR": "/srv/streams",
+            "DS_SERVER__LONG_POLL_TIMEOUT_SECS": "2.5",
+            "DS_SERVER__SSE_RECONNECT_INTERVAL_SECS": "30",
+            "DS_LIMITS__MAX_APPEND_BYTES": "1000",
+            "DS_LIMITS__READ_CHUNK_BYTES": "2000",
+            "DS_LIMITS__TAIL_CACHE_BYTES": "3000",
+            "DS_LIMITS__MAX_NAME_BYTES": "100",
+            "DS_ACTORS__IDLE_TIMEOUT_SECS": "1",
+            "DS_ACTORS__MAX_RESIDENT": "50",
+        }
+    )
+    assert settings == Settings(
+        storage_mode="memory",
+        data_dir=Path("/srv/streams"),
+        long_poll_timeout=2.5,
+        sse_reconnect_interval=30.0,
+        max_append_bytes=1000,
+        read_chunk_bytes=2000,
+        tail_cache_bytes=3000,
+        max_name_bytes=100,
+        actor_idle_timeout=1.0,
+        max_resident_actors=50,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("DS_STORAGE__MODE", "disk"),
+        ("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "soon"),
+        ("DS_ACTORS__MAX_RESIDENT", "0"),
+        ("DS_LIMITS__MAX_APPEND_BYTES", "-1"),
+    ],
+)
+def test_bad_values_name_the_setting(key: str, value: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        Settings.from_env({key: value})
