@@ -39,7 +39,6 @@ from streams.records import StreamConfig
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Emit = Callable[[bytes], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -365,12 +364,15 @@ class StreamsHTTP:
             }
         )
 
+        last_sent = trio.current_time()
+
         async def emit(chunk: bytes) -> None:
+            nonlocal last_sent
+            last_sent = trio.current_time()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         async def stream_events(cancel: trio.CancelScope) -> None:
             nonlocal result
-            heartbeat = min(self.settings.long_poll_timeout, 15.0)
             with trio.move_on_after(self.settings.sse_reconnect_interval):
                 while True:
                     event = self._control(result, cursor)
@@ -380,25 +382,30 @@ class StreamsHTTP:
                     await emit(event)
                     if self._at_eof(result):
                         break
-                    result = await self._next_sse_batch(name, result, heartbeat, emit)
+                    result = await self._next_sse_batch(name, result)
             cancel.cancel()
+
+        async def keep_warm() -> None:
+            """A comment after a quiet heartbeat keeps proxies from closing the connection.
+            One timer per connection, not a cancel scope around every wait for data: that
+            scope was ~7% of the CPU of an SSE fan-out to 1000 readers (py-spy)."""
+            heartbeat = min(self.settings.long_poll_timeout, 15.0)
+            while True:
+                await trio.sleep_until(last_sent + heartbeat)
+                if trio.current_time() >= last_sent + heartbeat:
+                    await emit(b": keep-alive\n\n")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream_events, nursery.cancel_scope)
+            nursery.start_soon(keep_warm)
             nursery.start_soon(self._until_disconnect, request, nursery.cancel_scope)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _next_sse_batch(
-        self, name: str, result: ReadResult, heartbeat: float, emit: Emit
-    ) -> ReadResult:
-        """The next read with data or EOF; a comment keeps the connection warm meanwhile."""
+    async def _next_sse_batch(self, name: str, result: ReadResult) -> ReadResult:
+        """The next read with data or EOF."""
         while True:
             if result.end == result.snapshot.tail:
-                with trio.move_on_after(heartbeat) as waiting:
-                    await result.snapshot.changed.wait()
-                if waiting.cancelled_caught:
-                    await emit(b": keep-alive\n\n")
-                    continue
+                await result.snapshot.changed.wait()
             result = await self._read_after_change(name, result)
             if result.data or self._at_eof(result):
                 return result

@@ -1,0 +1,86 @@
+"""A live SSE response driven in-process on Trio's mock clock: events as data arrives, and a
+keep-alive comment only after a quiet heartbeat interval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors.logs import MemoryStorage
+from actors.registry import Registry
+from actors.service import Streams
+from streams.config import Settings
+from streams.http import StreamsHTTP
+from streams.machine import AppendRequest, CreateRequest
+from streams.records import StreamConfig
+
+HEARTBEAT = 5.0  # min(long-poll timeout, 15 s)
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_keep_alive_comes_only_after_a_quiet_heartbeat(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = Registry(MemoryStorage())
+    streams = Streams(registry)
+    app = StreamsHTTP(streams, Settings(storage_mode="memory", long_poll_timeout=HEARTBEAT))
+    sent_to, received = trio.open_memory_channel[dict[str, Any]](100)
+    gone = trio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def next_chunk() -> bytes:
+        message = await received.receive()
+        assert message["type"] == "http.response.body"
+        return bytes(message["body"])
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/stream/s",
+        "query_string": b"offset=-1&live=sse",
+        "headers": [],
+    }
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        await streams.create("s", CreateRequest(StreamConfig("text/plain")))
+        done = trio.Event()
+
+        async def serve() -> None:
+            await app(scope, receive, sent_to.send)
+            done.set()
+
+        nursery.start_soon(serve)
+        assert (await received.receive())["status"] == 200
+        assert b"event: control" in await next_chunk()
+        began = trio.current_time()
+        assert await next_chunk() == KEEP_ALIVE
+        assert trio.current_time() - began == pytest.approx(HEARTBEAT)
+
+        await trio.sleep(HEARTBEAT / 2)
+        await streams.append("s", AppendRequest("text/plain", b"hello"))
+        assert b"data:hello" in await next_chunk()
+        after_data = trio.current_time()
+        assert await next_chunk() == KEEP_ALIVE  # the data restarted the quiet interval
+        assert trio.current_time() - after_data == pytest.approx(HEARTBEAT)
+
+        gone.set()
+        await done.wait()
+        last = await received.receive()
+        assert last["type"] == "http.response.body" and not last["more_body"]
+        nursery.cancel_scope.cancel()
