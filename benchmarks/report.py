@@ -317,7 +317,7 @@ def table(results: Results, plan: Plan) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     checks = {
-        name: statistics.median(times) if (times := list(_cpu_checks(results, name))) else None
+        name: statistics.median(times) if (times := _cpu_checks(results, name)) else None
         for name in SERVERS
     }
     if any(checks.values()):
