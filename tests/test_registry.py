@@ -31,11 +31,6 @@ class FakeTime:
         return self.now
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 async def started(storage: Storage, nursery: trio.Nursery, **options: object) -> Registry:
     registry = Registry(storage, **options)  # type: ignore[arg-type]
     await nursery.start(registry.run)

@@ -21,11 +21,6 @@ HEARTBEAT = 5.0  # min(long-poll timeout, 15 s)
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 async def test_keep_alive_comes_only_after_a_quiet_heartbeat(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
