@@ -22,6 +22,7 @@ from streams.machine import CreateRequest
 from streams.records import StreamConfig
 
 OCTETS = "application/octet-stream"
+BODY = b"x" * 100
 SCOPE = {
     "type": "http",
     "method": "POST",
@@ -37,7 +38,7 @@ async def measure(appends: int) -> None:
     handler = StreamsHTTP(streams, Settings(storage_mode="memory"))
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"x" * 100, "more_body": False}
+        return {"type": "http.request", "body": BODY, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         pass
