@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from actors import framing
 from actors import messages as m
 from actors.logs import Log, Storage
 from actors.tail_cache import TailCache
-from streams import records
+from streams import jsonmode, records
 from streams.errors import ProtocolError, bad_request, not_found
+from streams.headers import is_json
 from streams.machine import Reply, StreamState, encode_body
 from streams.offsets import Sentinel
-from streams.records import SoftDelete
 
 if TYPE_CHECKING:
     from actors.registry import Registry
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+ADVANCE_CHUNK = 1 << 20
 
 
 class Pending:
@@ -59,6 +61,10 @@ class Pending:
 
 
 Envelope = tuple[m.Message, Pending]
+
+
+def too_large(error: framing.FrameTooLarge) -> ProtocolError:
+    return ProtocolError(413, "Payload Too Large", str(error), code="RECORD_TOO_LARGE")
 
 
 def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
@@ -166,19 +172,23 @@ class StreamActor:
         self._notify()
 
     async def _recover(self) -> None:
-        opened = await self.storage.open(self.name)
-        if opened is None:
+        recovered: StreamState | None = None
+
+        def fold(record: records.Record, locator: int, length: int) -> None:
+            """Runs in the storage's worker thread; the state is nobody else's yet."""
+            nonlocal recovered
+            if recovered is None:
+                assert isinstance(record, records.Create)
+                recovered = StreamState.created(record, locator, length)
+            else:
+                recovered.apply(record, locator, length)
+
+        self.log = await self.storage.open(self.name, fold)
+        if self.log is None or recovered is None:
             return
-        self.log, recovered = opened
-        (create, locator), *rest = recovered
-        assert isinstance(create, records.Create)
-        state = StreamState.created(create, locator)
-        for record, at in rest:
-            state.apply(record, at)
-        state.touch(self.clock())  # a restart counts as an access: TTLs never shrink
-        self.state = state
-        newest_first = [r.data for r, _ in reversed(recovered) if not isinstance(r, SoftDelete)]
-        self.cache = TailCache.of(state.tail, newest_first, self.cache_bytes)
+        recovered.touch(self.clock())  # a restart counts as an access: TTLs never shrink
+        self.state = recovered
+        self.cache = TailCache(recovered.tail, self.cache_bytes)  # fills as appends come
         self._note_deadline()
 
     def _notify(self, added_from: int | None = None, added: bytes = b"") -> None:
@@ -228,7 +238,7 @@ class StreamActor:
             case m.Describe():
                 return self._snapshot(self._existing())
             case m.Advance():
-                return self._existing().advance(message.position, message.count, message.bound)
+                return await self._advance(message)
             case m.Link():
                 self._visible(gone_status=409)
                 await self.storage.add_link(self.name, message.fork, message.incarnation)
@@ -272,16 +282,21 @@ class StreamActor:
         if self.state is not None:
             return self.state.recreate(request)
         config = request.config
-        data, sizes = encode_body(config.content_type, request.body, creating=True)
+        data = encode_body(
+            config.content_type, request.body, creating=True, flattened=request.flattened
+        )
         incarnation = uuid.uuid4().hex
+        record = records.Create(self.name, config, incarnation, self.clock(), request.closed, data)
+        meta, _ = records.encode(record)
+        try:
+            framing.check_size(len(meta), len(data))
+        except framing.FrameTooLarge as error:
+            raise too_large(error) from None
         if message.link is not None:
             await message.link(incarnation)
-        record = records.Create(
-            self.name, config, incarnation, self.clock(), request.closed, data, sizes
-        )
         try:
             self.log = await self.storage.create(self.name)
-            locator = self.log.stage(*records.encode(record))
+            locator = self.log.stage(meta, data)
             await self.log.commit()
         except BaseException:
             if config.fork_source is not None:
@@ -349,7 +364,12 @@ class StreamActor:
             if isinstance(planned, Reply):
                 outcomes.append((pending, planned))
                 continue
-            state.apply(planned, self.log.stage(*records.encode(planned)))
+            try:
+                locator = self.log.stage(*records.encode(planned))
+            except framing.FrameTooLarge as error:
+                outcomes.append((pending, too_large(error)))
+                continue
+            state.apply(planned, locator)
             staged.append(planned.data)
             outcomes.append((pending, state.appended(planned)))
         added = None
@@ -388,6 +408,23 @@ class StreamActor:
             assert self.log is not None
             data = await self.log.read(slices)
         return m.ReadResult(snapshot, start, end, data)
+
+    async def _advance(self, message: m.Advance) -> tuple[int, int]:
+        """Fork creation: move a sub-offset through own data. JSON streams count messages,
+        found in the data itself, whole records a chunk at a time."""
+        state = self._existing()
+        if not is_json(state.config.content_type):
+            return state.advance(message.position, message.count, message.bound)
+        position, count = message.position, message.count
+        limit = min(message.bound, state.tail)
+        start = state.record_start(position)
+        while count and start < limit:
+            slices, end = state.slices(start, state.tail, ADVANCE_CHUNK)
+            assert self.log is not None
+            data = await self.log.read(slices)
+            position, count = jsonmode.advance(data, start, position, count, limit)
+            start = end
+        return position, count
 
     # ---- delete, expiry, fork links -------------------------------------------------------
 

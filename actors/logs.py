@@ -24,9 +24,12 @@ from actors import framing
 from streams import records
 from streams.machine import Slice
 
-# The two system calls a commit makes, as seams for fault-injection tests.
+OFFLOAD_BYTES = 1 << 20  # records at least this large are framed in a worker thread
+
+# The two system calls a commit makes, as seams for fault-injection tests, and recovery's.
 pwrite = os.pwrite
 fdatasync = os.fdatasync
+pread = os.pread
 
 
 class CorruptLog(RuntimeError):
@@ -51,11 +54,14 @@ class Log(Protocol):
     def close(self) -> None: ...
 
 
-Recovered = list[tuple[records.Record, int]]
+# Recovery hands each record to a fold: (record without its data, data locator, data length).
+Fold = Callable[[records.Record, int, int], None]
 
 
 class Storage(Protocol):
-    async def open(self, name: str) -> tuple[Log, Recovered] | None: ...
+    async def open(self, name: str, fold: Fold) -> Log | None:
+        """The stream's log, its records replayed through `fold` first (in a worker thread,
+        reading the log a window at a time); None if there is no such stream."""
 
     async def create(self, name: str) -> Log: ...
 
@@ -80,44 +86,56 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
-def _recover(buffer: bytes | bytearray, repair: bool = False) -> tuple[Recovered, int]:
-    """The records of a log and where its valid prefix ends; a torn tail is left out.
-    Damage further back raises `CorruptLog`, unless `repair` accepts the loss."""
-    recovered: Recovered = []
-    end = 0
-    for item in framing.scan(buffer):
+def replay(read: framing.Read, size: int, fold: Fold, repair: bool = False) -> tuple[int, int]:
+    """Feeds a log's records to `fold`; returns (records, end of the valid prefix). A torn
+    tail is left out; damage further back raises `CorruptLog`, unless `repair` accepts the
+    loss. Memory stays bounded: one window of the log, and metadata one record at a time."""
+    count = end = 0
+    for item in framing.scan_source(read, size):
         if isinstance(item, int):
             end = item
-            if not repair and not framing.torn(buffer, end):
-                raise CorruptLog(f"damaged record at byte {end} of {len(buffer)}")
+            if not repair and end < size and not framing.torn_source(read, size, end):
+                raise CorruptLog(f"damaged record at byte {end} of {size}")
             break
-        data = bytes(buffer[item.data_locator : item.data_locator + item.data_length])
-        recovered.append((records.decode(item.meta, data), item.data_locator))
-    if recovered and not isinstance(recovered[0][0], records.Create):
-        raise ValueError("log does not start with a create record")
-    return recovered, end
+        record = records.decode(item.meta)
+        if count == 0 and not isinstance(record, records.Create):
+            raise ValueError("log does not start with a create record")
+        fold(record, item.data_locator, item.data_length)
+        count += 1
+    return count, end
 
 
 @attrs.define
 class Staged:
-    """Frames waiting for a log's next commit."""
+    """Records waiting for a log's next commit; their frames (a copy and a checksum of the
+    data) are made at commit, off the event loop when large."""
 
-    frames: list[bytes] = attrs.field(factory=list)
+    records: list[tuple[bytes, bytes]] = attrs.field(factory=list)
     size: int = 0
 
     def add(self, end: int, meta: bytes, data: bytes) -> int:
-        """Stage one frame after `end` (the committed end); returns where its data will sit."""
-        frame = framing.frame(meta, data)
+        """Stage one record after `end` (the committed end); returns where its data will
+        sit. Raises `framing.FrameTooLarge`, staging nothing, for what no frame can hold."""
+        framing.check_size(len(meta), len(data))
         locator = end + self.size + framing.data_offset(meta)
-        self.frames.append(frame)
-        self.size += len(frame)
+        self.records.append((meta, data))
+        self.size += framing.frame_size(meta, len(data))
         return locator
 
-    def take(self) -> bytes:
-        payload = b"".join(self.frames)
-        self.frames.clear()
-        self.size = 0
-        return payload
+    def take(self) -> list[tuple[bytes, bytes]]:
+        taken, self.records, self.size = self.records, [], 0
+        return taken
+
+
+def frames(staged: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(framing.frame(meta, data) for meta, data in staged)
+
+
+async def framed(staged: list[tuple[bytes, bytes]]) -> bytes:
+    """The frames of staged records, made in a worker thread when they are large."""
+    if sum(len(data) for _, data in staged) < OFFLOAD_BYTES:
+        return frames(staged)
+    return await trio.to_thread.run_sync(frames, staged)
 
 
 # ---- memory ------------------------------------------------------------------------------
@@ -134,7 +152,7 @@ class MemoryLog:
         return self._staged.add(self.end, meta, data)
 
     async def commit(self) -> None:
-        self.buffer += self._staged.take()
+        self.buffer += await framed(self._staged.take())
         self.end = len(self.buffer)
 
     async def read(self, slices: Iterable[Slice]) -> bytes:
@@ -154,12 +172,13 @@ class MemoryStorage:
     _logs: dict[str, bytes | bytearray] = attrs.field(factory=dict)
     _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
 
-    async def open(self, name: str) -> tuple[Log, Recovered] | None:
+    async def open(self, name: str, fold: Fold) -> Log | None:
         stored = self._logs.get(name)
         if not stored:
             return None
-        recovered, end = _recover(stored)
-        return self._live(name, bytearray(memoryview(stored)[:end])), recovered
+        stored = bytes(stored)  # a live log's bytearray may grow while a thread reads it
+        _, end = await trio.to_thread.run_sync(replay, framing.reader(stored), len(stored), fold)
+        return self._live(name, bytearray(memoryview(stored)[:end]))
 
     async def create(self, name: str) -> Log:
         return self._live(name, bytearray())
@@ -193,12 +212,12 @@ class MemoryStorage:
         return []
 
     async def incarnation(self, name: str) -> str | None:
-        opened = await self.open(name)
-        if opened is None:
-            return None
-        create = opened[1][0][0]
-        assert isinstance(create, records.Create)
-        return create.incarnation
+        stored = self._logs.get(name)
+        for item in framing.scan(stored or b""):
+            if isinstance(item, framing.Scanned):
+                create = records.decode(item.meta)
+                return create.incarnation if isinstance(create, records.Create) else None
+        return None
 
     def close(self) -> None:
         pass
@@ -232,12 +251,10 @@ class FileLog:
         return self._staged.add(self.end, meta, data)
 
     async def commit(self) -> None:
-        payload = self._staged.take()
-        await trio.to_thread.run_sync(self._write, payload)
-        self.end += len(payload)
+        self.end += await trio.to_thread.run_sync(self._write, self._staged.take())
 
-    def _write(self, payload: bytes) -> None:
-        view = memoryview(payload)
+    def _write(self, staged: list[tuple[bytes, bytes]]) -> int:
+        view = memoryview(frames(staged))
         try:
             written = 0
             while written < len(view):
@@ -247,6 +264,7 @@ class FileLog:
             if self.unsynced_directory is not None:
                 _fsync_dir(self.unsynced_directory)
                 self.unsynced_directory = None
+            return written
         except OSError:
             # Leave no partial frame behind; the actor fails stop and recovers from disk.
             with contextlib.suppress(OSError):
@@ -315,10 +333,10 @@ class FileStorage:
     def _links_dir(self, source: str) -> Path:
         return self.root / "forks" / _digest(source)
 
-    async def open(self, name: str) -> tuple[Log, Recovered] | None:
-        return await trio.to_thread.run_sync(self._open, name)
+    async def open(self, name: str, fold: Fold) -> Log | None:
+        return await trio.to_thread.run_sync(self._open, name, fold)
 
-    def _open(self, name: str) -> tuple[Log, Recovered] | None:
+    def _open(self, name: str, fold: Fold) -> Log | None:
         path = self._file(name)
         try:
             fd = os.open(path, os.O_RDWR)
@@ -326,12 +344,11 @@ class FileStorage:
             return None
         try:
             size = os.fstat(fd).st_size
-            buffer = os.pread(fd, size, 0) if size else b""
-            recovered, end = _recover(buffer)
+            count, end = replay(lambda at, length: pread(fd, length, at), size, fold)
             if end < size:
                 os.ftruncate(fd, end)
                 os.fsync(fd)
-            if not recovered:
+            if not count:
                 os.close(fd)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -339,7 +356,7 @@ class FileStorage:
         except BaseException:
             os.close(fd)
             raise
-        return FileLog(fd, end, self.durable), recovered
+        return FileLog(fd, end, self.durable)
 
     async def create(self, name: str) -> Log:
         return await trio.to_thread.run_sync(self._create, name)
@@ -442,11 +459,8 @@ class FileStorage:
         """The metadata of a log's first (create) record, without reading the log."""
         try:
             with open(path, "rb") as file:
-                header = file.read(framing.HEADER.size)
-                if len(header) < framing.HEADER.size:
-                    return None
-                _, meta_length, _, _ = framing.HEADER.unpack(header)
-                meta = cbor2.loads(file.read(min(meta_length, framing.MAX_META)))
+                raw = framing.first_meta(lambda at, length: os.pread(file.fileno(), length, at))
+                meta = cbor2.loads(raw) if raw is not None else None
         except (FileNotFoundError, ValueError, cbor2.CBORDecodeError):
             return None
         if (

@@ -34,14 +34,12 @@ class Create:
     at: float
     closed: bool = False
     data: bytes = b""
-    sizes: tuple[int, ...] = ()  # stored size of each JSON message in `data`
 
 
 @attrs.frozen
 class Append:
     at: float
     data: bytes = b""
-    sizes: tuple[int, ...] = ()
     producer: Producer | None = None
     stream_seq: str | None = None
     close: bool = False
@@ -72,12 +70,9 @@ def encode(record: Record) -> tuple[bytes, bytes]:
                 "id": record.incarnation,
                 "t": record.at,
                 "closed": record.closed,
-                "sz": list(record.sizes),
             }
         case Append():
             meta = {"k": "append", "t": record.at}
-            if record.sizes:
-                meta["sz"] = list(record.sizes)
             if record.producer is not None:
                 p = record.producer
                 meta["p"] = [p.id, p.epoch, p.seq]
@@ -90,20 +85,21 @@ def encode(record: Record) -> tuple[bytes, bytes]:
     return cbor2.dumps(meta), record.data if not isinstance(record, SoftDelete) else b""
 
 
-def decode(meta_bytes: bytes, data: bytes) -> Record:
+def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
+    """A record from its metadata; recovery leaves `data` out (it stays in the log).
+
+    Older logs hold one size per JSON message under "sz"; it is ignored (a
+    stream's message boundaries are its data's own commas)."""
     meta = cbor2.loads(meta_bytes)
     kind = meta["k"]
     if kind == "create":
         config = StreamConfig(meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"])
-        return Create(
-            meta["name"], config, meta["id"], meta["t"], meta["closed"], data, tuple(meta["sz"])
-        )
+        return Create(meta["name"], config, meta["id"], meta["t"], meta["closed"], data)
     if kind == "append":
         p = meta.get("p")
         return Append(
             meta["t"],
             data,
-            tuple(meta.get("sz", ())),
             Producer(p[0], p[1], p[2]) if p else None,
             meta.get("s"),
             meta.get("close", False),

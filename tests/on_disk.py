@@ -1,4 +1,4 @@
-"""Runs an operation against the service on a file-backed data dir, outside any server."""
+"""Runs an operation against the service outside any server: one server's lifetime."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from typing import TypeVar
 
 import trio
 
-from actors.logs import FileStorage
+from actors.logs import FileStorage, Storage
 from actors.registry import Registry
 from actors.service import Streams
 
 T = TypeVar("T")
 
 
-def on_disk(root: Path, operation: Callable[[Streams], Awaitable[T]]) -> T:
+def served(storage: Storage, operation: Callable[[Streams], Awaitable[T]]) -> T:
+    """Runs `operation` with a registry on `storage`, then stops it and closes `storage`."""
+
     async def main() -> T:
-        storage = FileStorage(root, durable=True)
         try:
             async with trio.open_nursery() as nursery:
                 registry = Registry(storage)
@@ -29,3 +30,7 @@ def on_disk(root: Path, operation: Callable[[Streams], Awaitable[T]]) -> T:
             storage.close()
 
     return trio.run(main)
+
+
+def on_disk(root: Path, operation: Callable[[Streams], Awaitable[T]]) -> T:
+    return served(FileStorage(root, durable=True), operation)

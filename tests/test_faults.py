@@ -19,6 +19,7 @@ from streams.errors import ProtocolError
 from streams.machine import AppendRequest, CreateRequest
 from streams.offsets import Sentinel
 from streams.records import StreamConfig
+from tests.stored import stored_data
 
 TEXT = "text/plain"
 
@@ -71,9 +72,5 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
     storage.close()
 
     storage = FileStorage(tmp_path, durable=True)
-    opened = await storage.open("s")
-    assert opened is not None
-    log, recovered = opened
-    assert [r.data for r, _ in recovered] == [b"a", b"b"]  # type: ignore[union-attr]
-    log.close()
+    assert await stored_data(storage, "s") == [b"a", b"b"]
     storage.close()

@@ -175,12 +175,38 @@ def test_meta_length_beyond_body_stops_the_scan() -> None:
     assert scan(bad) == ([], 0)
 
 
-def test_meta_longer_than_the_limit_stops_the_scan() -> None:
-    good, _ = build([(b"ok", b"")])
-    too_long = framing.frame(b"m" * (framing.MAX_META + 1), b"")
-    assert scan(good + too_long) == ([(b"ok", b"")], len(good))
+def test_the_writer_refuses_exactly_what_the_format_cannot_hold() -> None:
     at_limit = framing.frame(b"m" * framing.MAX_META, b"d")
-    assert scan(at_limit)[1] == len(at_limit)
+    assert scan(at_limit) == ([(b"m" * framing.MAX_META, b"d")], len(at_limit))
+    with pytest.raises(framing.FrameTooLarge):
+        framing.frame(b"m" * (framing.MAX_META + 1), b"")
+    # the u32 body length, checked without allocating 4 GiB
+    framing.check_size(1, framing.MAX_BODY - 1)
+    framing.check_size(framing.MAX_META, framing.MAX_BODY - framing.MAX_META)
+    for meta_length, data_length in [(1, framing.MAX_BODY), (framing.MAX_META + 1, 0)]:
+        with pytest.raises(framing.FrameTooLarge):
+            framing.check_size(meta_length, data_length)
+
+
+def test_the_reader_takes_larger_metadata_than_the_writer_makes() -> None:
+    """Older versions wrote one size per JSON message in the metadata, unbounded; their
+    logs stay readable (the header checksum, not a size bound, tells garbage apart)."""
+    meta = b"m" * (framing.MAX_META + 1)
+    fields = FIELDS.pack(len(meta) + 1, len(meta), zlib.crc32(b"d", zlib.crc32(meta)))
+    legacy = fields + zlib.crc32(fields).to_bytes(4, "little") + meta + b"d"
+    assert scan(legacy) == ([(meta, b"d")], len(legacy))
+
+
+def test_frames_larger_than_a_window_scan_and_tear_alike() -> None:
+    big = (b"m" * framing.MAX_META, bytes(range(256)) * (3 * framing.WINDOW // 256 + 7))
+    buffer, starts = build([RECORDS[0], big, RECORDS[2]])
+    assert scan(buffer) == ([RECORDS[0], big, RECORDS[2]], len(buffer))
+    for cut in (starts[1] + 3, starts[1] + HEADER.size + framing.WINDOW + 9, starts[2] - 1):
+        assert scan(buffer[:cut]) == ([RECORDS[0]], starts[1])
+        assert framing.torn(buffer[:cut], starts[1])
+    damaged = flipped(buffer, starts[1] + HEADER.size + 2 * framing.WINDOW, 0x01)
+    assert scan(damaged) == ([RECORDS[0]], starts[1])
+    assert not framing.torn(damaged, starts[1])
 
 
 def test_body_length_past_the_buffer_stops_the_scan() -> None:

@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from streams import jsonmode
 from streams.errors import ProtocolError
+from streams.machine import encode_body
+
+JSON = "application/json"
 
 json_values = st.recursive(
     st.none()
@@ -26,7 +29,23 @@ json_values = st.recursive(
 
 
 def stored(body: bytes, *, allow_empty: bool = False) -> list[bytes]:
-    return jsonmode.messages(body, allow_empty=allow_empty)
+    """The stored messages of a body, split where the stored bytes say they end."""
+    flat = jsonmode.flatten(body) if allow_empty else encode_body(JSON, body, creating=False)
+    messages, position = [], 0
+    for size in jsonmode.sizes(flat):
+        messages.append(flat[position : position + size])
+        position += size
+    assert position == len(flat)
+    return messages
+
+
+@pytest.fixture(params=["whole", "message by message"], autouse=True)
+def parse_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs both ways a body is parsed: small bodies at once, large ones (as if
+    every body were large) a message at a time."""
+    if request.param != "whole":
+        monkeypatch.setattr(jsonmode, "WHOLE_PARSE_BYTES", 0)
+        monkeypatch.setattr(jsonmode, "ENCODE_BATCH", 2)
 
 
 def read_back(messages: list[bytes]) -> Any:

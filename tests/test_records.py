@@ -13,7 +13,6 @@ from streams.records import Append, Create, SoftDelete, StreamConfig
 
 times = st.floats(min_value=0, max_value=2e10, allow_nan=False)
 safe_ints = st.integers(min_value=0, max_value=MAX_SAFE_INTEGER)
-sizes = st.lists(st.integers(min_value=2, max_value=2**31), max_size=5).map(tuple)
 producers = st.builds(Producer, st.text(min_size=1), safe_ints, safe_ints)
 
 configs = st.builds(
@@ -32,13 +31,11 @@ creates = st.builds(
     at=times,
     closed=st.booleans(),
     data=st.binary(max_size=64),
-    sizes=sizes,
 )
 appends = st.builds(
     Append,
     at=times,
     data=st.binary(max_size=64),
-    sizes=sizes,
     producer=st.none() | producers,
     stream_seq=st.none() | st.text(),
     close=st.booleans(),
@@ -81,12 +78,11 @@ def test_bare_append_metadata_is_minimal() -> None:
 
 
 def test_full_append_metadata() -> None:
-    record = Append(3.0, b"1,22,", (2, 3), Producer("p", 4, 5), "seq-9", True)
+    record = Append(3.0, b"1,22,", Producer("p", 4, 5), "seq-9", True)
     meta, _ = records.encode(record)
     assert cbor2.loads(meta) == {
         "k": "append",
         "t": 3.0,
-        "sz": [2, 3],
         "p": ["p", 4, 5],
         "s": "seq-9",
         "close": True,
@@ -101,12 +97,29 @@ def test_empty_stream_seq_survives() -> None:
 
 def test_create_keeps_fork_configuration() -> None:
     config = StreamConfig("application/json", None, 1.9e9, "source/a", 1234)
-    record = Create("fork/b", config, "f" * 32, 10.0, True, b"1,", (2,))
+    record = Create("fork/b", config, "f" * 32, 10.0, True, b"1,")
     decoded = round_trip(record)
     assert isinstance(decoded, Create)
     assert decoded.config == config
-    assert decoded.sizes == (2,)
     assert decoded.closed is True
+
+
+def test_older_logs_json_message_sizes_are_ignored() -> None:
+    meta = {"k": "append", "t": 3.0, "sz": [2, 3]}
+    assert records.decode(cbor2.dumps(meta), b"1,22,") == Append(3.0, b"1,22,")
+    create: dict[str, object] = {"k": "create", "name": "s", "ct": "application/json"}
+    create |= {"ttl": None, "exp": None}
+    create |= {"src": None, "fo": 0, "id": "i", "t": 1.0, "closed": False, "sz": [2]}
+    decoded = records.decode(cbor2.dumps(create), b"1,")
+    assert isinstance(decoded, Create) and decoded.data == b"1,"
+
+
+def test_metadata_stays_small_whatever_the_data() -> None:
+    """The format's one bound on metadata is the writer's too: no record's metadata grows
+    with its data (JSON message boundaries are the data's own commas)."""
+    data = b"1," * 1_100_000
+    meta, _ = records.encode(Append(1.0, data, Producer("p" * 100, 1, 2), "s" * 100, True))
+    assert len(meta) < 512
 
 
 def test_unknown_kind_is_refused() -> None:

@@ -15,6 +15,7 @@ from streams.machine import AppendRequest, CreateRequest
 from streams.offsets import Sentinel
 from streams.records import StreamConfig
 from tests.on_disk import on_disk
+from tests.stored import stored_data
 
 TEXT = "text/plain"
 RECORDS = [b"first", b"second record", b"x" * 300, b"last one"]
@@ -38,12 +39,7 @@ def recovered_data(root: Path) -> list[bytes]:
     async def read() -> list[bytes]:
         storage = FileStorage(root, durable=True)
         try:
-            opened = await storage.open("s")
-            if opened is None:
-                return []
-            log, records = opened
-            log.close()
-            return [record.data for record, _ in records]  # type: ignore[union-attr]
+            return await stored_data(storage, "s") or []
         finally:
             storage.close()
 

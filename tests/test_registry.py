@@ -10,13 +10,14 @@ import trio
 import trio.testing
 
 from actors import messages as m
-from actors.logs import FileStorage, Log, MemoryStorage, Storage
+from actors.logs import FileStorage, Fold, Log, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
 from streams.errors import ProtocolError
 from streams.machine import AppendRequest, CreateRequest
 from streams.offsets import Sentinel
 from streams.records import StreamConfig
+from tests.stored import stored_data
 
 TEXT = "text/plain"
 
@@ -152,11 +153,9 @@ class FlakyStorage:
     broken: set[str] = attrs.field(factory=set)
     commits: int = 0
 
-    async def open(self, name: str) -> tuple[Log, list] | None:  # type: ignore[type-arg]
-        opened = await self.inner.open(name)
-        if opened is None:
-            return None
-        return self._wrap(name, opened[0]), opened[1]
+    async def open(self, name: str, fold: Fold) -> Log | None:
+        opened = await self.inner.open(name, fold)
+        return None if opened is None else self._wrap(name, opened)
 
     async def create(self, name: str) -> Log:
         return self._wrap(name, await self.inner.create(name))
@@ -241,7 +240,7 @@ async def test_expired_streams_go_without_being_touched(
         await create(Streams(registry), "s", ttl=10)
         now.now += 11
         await trio.sleep(2)
-        assert await storage.open("s") is None
+        assert await stored_data(storage, "s") is None
         nursery.cancel_scope.cancel()
 
 
@@ -260,8 +259,8 @@ async def test_expiry_survives_a_restart(tmp_path: Path) -> None:
         registry = await started(storage, nursery, clock=now, sweep_interval=3600)
         await registry.deadlines_loaded.wait()
         await registry.expire_due()
-        assert await storage.open("s") is None
-        assert await storage.open("forever") is not None
+        assert await stored_data(storage, "s") is None
+        assert await stored_data(storage, "forever") is not None
         nursery.cancel_scope.cancel()
     storage.close()
 
@@ -280,7 +279,7 @@ async def test_soft_deleted_source_goes_with_its_last_fork() -> None:
         assert error.value.status == 410
         assert (await streams.read("fork", Sentinel.START, 1024)).data == b"abc"
         await streams.delete("fork")
-        assert await storage.open("src") is None
+        assert await stored_data(storage, "src") is None
         with pytest.raises(ProtocolError) as error:
             await registry.call("src", m.Head())
         assert error.value.status == 404
@@ -303,7 +302,7 @@ async def test_a_delete_interrupted_by_a_crash_is_finished_on_start(tmp_path: Pa
     async with trio.open_nursery() as nursery:
         registry = await started(storage, nursery)
         await registry.collected.wait()
-        assert await storage.open("src") is None
+        assert await stored_data(storage, "src") is None
         assert not any((tmp_path / "forks").iterdir())
         nursery.cancel_scope.cancel()
     storage.close()

@@ -99,9 +99,9 @@ def test_base64_events_carry_any_bytes(payload: bytes) -> None:
 
 
 # Lines that start with a space are covered (as a known bug) below.
-text_payloads = st.text(alphabet=st.characters(exclude_characters=" ")) | st.text(
-    alphabet="ab \r\n:"
-).filter(lambda t: not re.search(r"(^|\r\n|\r|\n) ", t))
+text_payloads = st.text(
+    alphabet=st.characters(exclude_characters=" ", exclude_categories=["Cs"])
+) | st.text(alphabet="ab \r\n:").filter(lambda t: not re.search(r"(^|\r\n|\r|\n) ", t))
 
 
 @given(text_payloads)
