@@ -20,7 +20,7 @@ from actors import framing
 from actors import messages as m
 from actors.logs import Log, Storage
 from actors.tail_cache import TailCache
-from streams import jsonmode, records
+from streams import checkpoint, jsonmode, records
 from streams.errors import ProtocolError, bad_request, not_found
 from streams.headers import is_json
 from streams.machine import Reply, StreamState, encode_body
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+CHECKPOINT = 1000  # new data records that make an actor checkpoint its state as it stops
 ADVANCE_CHUNK = 1 << 20
 
 
@@ -103,6 +104,7 @@ class StreamActor:
         self._fresh_links: set[str] = set()
         self._held: Envelope | None = None
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
+        self._checkpointed = 0  # data records the log's checkpoint covers
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -137,12 +139,22 @@ class StreamActor:
                 envelope = await self._inbox.receive()
             self._idle = None
             if envelope is None:
+                await self._checkpoint()  # what arrives meanwhile waits in the inbox
                 try:  # sent after the wait ended but before this task ran again
                     envelope = self._inbox.receive_nowait()
                 except trio.WouldBlock:
                     if self.changed.waiting == 0:
                         return None
         return envelope
+
+    async def _checkpoint(self) -> None:
+        """Before stopping, save the state if replaying the log would take a while."""
+        state = self.state
+        if state is None or self.log is None or state.records - self._checkpointed < CHECKPOINT:
+            return
+        # The actor is the state's only writer, and it waits here: a thread may read it.
+        await self.log.checkpoint(await trio.to_thread.run_sync(checkpoint.encode, state))
+        self._checkpointed = state.records
 
     def retire(self) -> bool:
         """Stop now if idle: waiting for a message, with no live reader. True if it will."""
@@ -174,6 +186,11 @@ class StreamActor:
     async def _recover(self) -> None:
         recovered: StreamState | None = None
 
+        def restore(blob: bytes) -> bool:
+            nonlocal recovered
+            recovered = checkpoint.decode(blob)
+            return recovered is not None
+
         def fold(record: records.Record, locator: int, length: int) -> None:
             """Runs in the storage's worker thread; the state is nobody else's yet."""
             nonlocal recovered
@@ -183,11 +200,12 @@ class StreamActor:
             else:
                 recovered.apply(record, locator, length)
 
-        self.log = await self.storage.open(self.name, fold)
+        self.log = await self.storage.open(self.name, fold, restore)
         if self.log is None or recovered is None:
             return
         recovered.touch(self.clock())  # a restart counts as an access: TTLs never shrink
         self.state = recovered
+        self._checkpointed = recovered.records
         self.cache = TailCache(recovered.tail, self.cache_bytes)  # fills as appends come
         self._note_deadline()
 

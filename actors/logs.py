@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,15 +52,21 @@ class Log(Protocol):
 
     async def read(self, slices: Iterable[Slice]) -> bytes: ...
 
+    async def checkpoint(self, state: bytes) -> None:
+        """Keep `state` as what the log holds up to its end, for the next `open`."""
+
     def close(self) -> None: ...
 
 
 # Recovery hands each record to a fold: (record without its data, data locator, data length).
 Fold = Callable[[records.Record, int, int], None]
+# ... unless a checkpoint covers a prefix of the log: `restore` takes it (False: unusable),
+# and only the records after that prefix are folded.
+Restore = Callable[[bytes], bool]
 
 
 class Storage(Protocol):
-    async def open(self, name: str, fold: Fold) -> Log | None:
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
         """The stream's log, its records replayed through `fold` first (in a worker thread,
         reading the log a window at a time); None if there is no such stream."""
 
@@ -86,23 +93,28 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
-def replay(read: framing.Read, size: int, fold: Fold, repair: bool = False) -> tuple[int, int]:
-    """Feeds a log's records to `fold`; returns (records, end of the valid prefix). A torn
-    tail is left out; damage further back raises `CorruptLog`, unless `repair` accepts the
-    loss. Memory stays bounded: one window of the log, and metadata one record at a time."""
+def replay(
+    read: framing.Read, size: int, fold: Fold, start: int = 0, repair: bool = False
+) -> tuple[int, int, int | None]:
+    """Feeds the records of a log from `start` to `fold`; returns (records, end of the valid
+    prefix, where the last record's frame starts). A torn tail is left out; damage further
+    back raises `CorruptLog`, unless `repair` accepts the loss. Memory stays bounded: one
+    window of the log, and metadata one record at a time."""
     count = end = 0
-    for item in framing.scan_source(read, size):
+    last = None
+    for item in framing.scan_source(read, size, start):
         if isinstance(item, int):
             end = item
             if not repair and end < size and not framing.torn_source(read, size, end):
                 raise CorruptLog(f"damaged record at byte {end} of {size}")
             break
         record = records.decode(item.meta)
-        if count == 0 and not isinstance(record, records.Create):
+        if count == 0 and start == 0 and not isinstance(record, records.Create):
             raise ValueError("log does not start with a create record")
         fold(record, item.data_locator, item.data_length)
+        last = item.data_locator - framing.data_offset(item.meta)
         count += 1
-    return count, end
+    return count, end, last
 
 
 @attrs.define
@@ -145,6 +157,7 @@ async def framed(staged: list[tuple[bytes, bytes]]) -> bytes:
 class MemoryLog:
     buffer: bytearray
     _on_close: Callable[[bytearray], None]  # the storage keeps the closed log
+    _on_checkpoint: Callable[[int, bytes], None]
     end: int = 0
     _staged: Staged = attrs.field(factory=Staged)
 
@@ -159,6 +172,9 @@ class MemoryLog:
         view = memoryview(self.buffer)
         return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)
 
+    async def checkpoint(self, state: bytes) -> None:
+        self._on_checkpoint(self.end, state)
+
     def close(self) -> None:
         self._staged.take()
         self._on_close(self.buffer)
@@ -171,16 +187,23 @@ class MemoryStorage:
 
     _logs: dict[str, bytes | bytearray] = attrs.field(factory=dict)
     _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    _checkpoints: dict[str, tuple[int, bytes]] = attrs.field(factory=dict)
 
-    async def open(self, name: str, fold: Fold) -> Log | None:
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
         stored = self._logs.get(name)
         if not stored:
             return None
         stored = bytes(stored)  # a live log's bytearray may grow while a thread reads it
-        _, end = await trio.to_thread.run_sync(replay, framing.reader(stored), len(stored), fold)
+        start, blob = self._checkpoints.get(name, (0, b""))
+        if not (restore is not None and blob and start <= len(stored) and restore(blob)):
+            start = 0
+        _, end, _ = await trio.to_thread.run_sync(
+            replay, framing.reader(stored), len(stored), fold, start
+        )
         return self._live(name, bytearray(memoryview(stored)[:end]))
 
     async def create(self, name: str) -> Log:
+        self._checkpoints.pop(name, None)
         return self._live(name, bytearray())
 
     def _live(self, name: str, buffer: bytearray) -> MemoryLog:
@@ -190,11 +213,16 @@ class MemoryStorage:
             if self._logs.get(name) is closed:  # not removed or recreated meanwhile
                 self._logs[name] = bytes(closed)
 
-        return MemoryLog(buffer, keep, len(buffer))
+        def checkpoint(end: int, state: bytes) -> None:
+            if self._logs.get(name) is buffer:
+                self._checkpoints[name] = (end, state)
+
+        return MemoryLog(buffer, keep, checkpoint, len(buffer))
 
     async def remove(self, name: str) -> None:
         self._logs.pop(name, None)
         self._links.pop(name, None)
+        self._checkpoints.pop(name, None)
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None:
         self._links.setdefault(source, {})[fork] = incarnation
@@ -225,6 +253,37 @@ class MemoryStorage:
 
 # ---- files -------------------------------------------------------------------------------
 
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
+def _write_checkpoint(path: str, binding: bytes, state: bytes) -> None:
+    """Beside the log, replaced whole. Not synced: a lost or damaged checkpoint only means
+    a full replay."""
+    temporary = path + CHECKPOINT_SUFFIX + ".tmp"
+    with open(temporary, "wb") as file:
+        file.write(framing.frame(binding, state))
+    os.replace(temporary, path + CHECKPOINT_SUFFIX)
+
+
+def _read_checkpoint(path: str, read: framing.Read, size: int) -> tuple[int, int, bytes] | None:
+    """(end, last frame, state) of the log's checkpoint if the log still holds, at the
+    position the checkpoint names, the very frame the checkpoint was taken after."""
+    try:
+        with open(path + CHECKPOINT_SUFFIX, "rb") as file:
+            raw = file.read()
+        first = next(framing.scan(raw))
+        if not isinstance(first, framing.Scanned):
+            return None
+        binding = cbor2.loads(first.meta)
+        end, at, header = binding["end"], binding["at"], binding["header"]
+        framed = framing.HEADER.unpack(header)
+    except (OSError, ValueError, KeyError, TypeError, struct.error, cbor2.CBORDecodeError):
+        return None
+    if at + framing.HEADER.size + framed[0] != end or end > size or read(at, len(header)) != header:
+        return None
+    return end, at, raw[first.data_locator : first.data_locator + first.data_length]
+
+
 
 def _digest(name: str) -> str:
     """Names map to fixed-length hex file names: nothing in a name can reach the path."""
@@ -242,7 +301,9 @@ def _fsync_dir(path: str | Path) -> None:
 @attrs.define
 class FileLog:
     fd: int
+    path: str
     end: int
+    last_frame: int | None  # where the last record's frame starts: checkpoints name it
     durable: bool
     unsynced_directory: str | None = None  # a new file's directory, synced on first commit
     _staged: Staged = attrs.field(factory=Staged)
@@ -251,7 +312,17 @@ class FileLog:
         return self._staged.add(self.end, meta, data)
 
     async def commit(self) -> None:
-        self.end += await trio.to_thread.run_sync(self._write, self._staged.take())
+        staged = self._staged.take()
+        if staged:
+            last = self.end + sum(framing.frame_size(m, len(d)) for m, d in staged[:-1])
+            self.end += await trio.to_thread.run_sync(self._write, staged)
+            self.last_frame = last
+
+    async def checkpoint(self, state: bytes) -> None:
+        if self.last_frame is not None:
+            header = os.pread(self.fd, framing.HEADER.size, self.last_frame)
+            binding = cbor2.dumps({"end": self.end, "at": self.last_frame, "header": header})
+            await trio.to_thread.run_sync(_write_checkpoint, self.path, binding, state)
 
     def _write(self, staged: list[tuple[bytes, bytes]]) -> int:
         view = memoryview(frames(staged))
@@ -333,10 +404,10 @@ class FileStorage:
     def _links_dir(self, source: str) -> Path:
         return self.root / "forks" / _digest(source)
 
-    async def open(self, name: str, fold: Fold) -> Log | None:
-        return await trio.to_thread.run_sync(self._open, name, fold)
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
+        return await trio.to_thread.run_sync(self._open, name, fold, restore)
 
-    def _open(self, name: str, fold: Fold) -> Log | None:
+    def _open(self, name: str, fold: Fold, restore: Restore | None) -> Log | None:
         path = self._file(name)
         try:
             fd = os.open(path, os.O_RDWR)
@@ -344,11 +415,19 @@ class FileStorage:
             return None
         try:
             size = os.fstat(fd).st_size
-            count, end = replay(lambda at, length: pread(fd, length, at), size, fold)
+
+            def read(at: int, length: int) -> bytes:
+                return pread(fd, length, at)
+
+            start, last = 0, None
+            checkpoint = _read_checkpoint(path, read, size) if restore is not None else None
+            if checkpoint is not None and restore is not None and restore(checkpoint[2]):
+                start, last = checkpoint[0], checkpoint[1]
+            count, end, replayed_last = replay(read, size, fold, start)
             if end < size:
                 os.ftruncate(fd, end)
                 os.fsync(fd)
-            if not count:
+            if not count and not start:
                 os.close(fd)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -356,7 +435,8 @@ class FileStorage:
         except BaseException:
             os.close(fd)
             raise
-        return FileLog(fd, end, self.durable)
+        last = replayed_last if replayed_last is not None else last
+        return FileLog(fd, path, end, last, self.durable)
 
     async def create(self, name: str) -> Log:
         return await trio.to_thread.run_sync(self._create, name)
@@ -366,17 +446,20 @@ class FileStorage:
         directory = os.path.dirname(path)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + CHECKPOINT_SUFFIX)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         # The first commit syncs the directory entry too, in the same worker-thread call.
-        return FileLog(fd, 0, self.durable, directory if self.durable else None)
+        return FileLog(fd, path, 0, None, self.durable, directory if self.durable else None)
 
     async def remove(self, name: str) -> None:
         await trio.to_thread.run_sync(self._remove, name)
 
     def _remove(self, name: str) -> None:
         path = self._file(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        for stale in (path + CHECKPOINT_SUFFIX, path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
         links = self._links_dir(name)
         if links.exists():
             for link in links.iterdir():

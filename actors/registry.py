@@ -42,6 +42,7 @@ class Registry:
         self._deadlines: dict[str, float] = {}  # the current deadline of each stream
         self._due: list[tuple[float, str]] = []  # heap of times to look; never later than it
         self._nursery: trio.Nursery | None = None
+        self._none_alive = trio.lowlevel.ParkingLot()
         self.deadlines_loaded = trio.Event()
         self.collected = trio.Event()
 
@@ -91,6 +92,13 @@ class Registry:
     def forget(self, actor: StreamActor) -> None:
         if self._actors.get(actor.name) is actor:
             del self._actors[actor.name]
+            if not self._actors:
+                self._none_alive.unpark_all()
+
+    async def all_stopped(self) -> None:
+        """Returns once no actor is alive (every stream idle and stopped)."""
+        while self._actors:
+            await self._none_alive.park()
 
     def note_deadline(self, name: str, deadline: float | None) -> None:
         if deadline is None:

@@ -131,6 +131,11 @@ class StreamState:
         """How many records hold data."""
         return len(self._starts)
 
+    @property
+    def index(self) -> tuple[array[int], array[int]]:
+        """Each data record's stream start and log locator (for checkpoints)."""
+        return self._starts, self._locators
+
     def _record_end(self, index: int) -> int:
         return self._starts[index + 1] if index + 1 < len(self._starts) else self.tail
 

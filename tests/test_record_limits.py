@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors import framing, logs
-from actors.logs import FileStorage, Fold, Log, MemoryStorage, Storage
+from actors.logs import FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
-from actors.service import Streams
-from streams import records
+from actors.service import FLATTEN_IN_THREAD_BYTES, Streams
+from streams import jsonmode, records
 from streams.errors import ProtocolError
 from streams.headers import Producer
 from streams.machine import AppendRequest, CreateRequest
@@ -195,12 +195,12 @@ class GatedStorage:
     inner: Storage
     gate: threading.Event = attrs.field(factory=threading.Event)
 
-    async def open(self, name: str, fold: Fold) -> Log | None:
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
         def gated(record: records.Record, locator: int, length: int) -> None:
             assert self.gate.wait(timeout=30), "the event loop did not run during recovery"
             fold(record, locator, length)
 
-        return await self.inner.open(name, gated)
+        return await self.inner.open(name, gated, restore)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -264,3 +264,27 @@ def test_reopening_reads_the_log_a_window_at_a_time(
     monkeypatch.setattr(logs, "pread", spy)
     assert trio.run(reopen) == len(chunk) * count
     assert reads and max(reads) <= framing.WINDOW
+
+
+def test_large_json_bodies_are_flattened_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[bool] = []
+    real = jsonmode.flatten
+
+    def spy(body: bytes) -> bytes:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(body)
+
+    monkeypatch.setattr(jsonmode, "flatten", spy)
+    small = b"[1,2,3]"
+    large = b"[" + b",".join([b"12345"] * (FLATTEN_IN_THREAD_BYTES // 6 + 1)) + b"]"
+    assert len(large) >= FLATTEN_IN_THREAD_BYTES
+
+    async def write(streams: Streams) -> None:
+        await streams.create("s", CreateRequest(StreamConfig(JSON), body=large))
+        await streams.append("s", AppendRequest(JSON, large))
+        await streams.append("s", AppendRequest(JSON, small))
+
+    served(MemoryStorage(), write)
+    assert threads == [False, False, True]  # on the loop only where a thread costs more

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from actors import messages as m
-from actors.logs import FileStorage, Fold, Log, MemoryStorage, Storage
+from actors.logs import FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
 from streams.errors import ProtocolError
@@ -153,8 +153,8 @@ class FlakyStorage:
     broken: set[str] = attrs.field(factory=set)
     commits: int = 0
 
-    async def open(self, name: str, fold: Fold) -> Log | None:
-        opened = await self.inner.open(name, fold)
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
+        opened = await self.inner.open(name, fold, restore)
         return None if opened is None else self._wrap(name, opened)
 
     async def create(self, name: str) -> Log:
