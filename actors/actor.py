@@ -284,8 +284,9 @@ class StreamActor:
             locator = self.log.stage(*records.encode(record))
             await self.log.commit()
         except BaseException:
-            if config.fork_source is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                await self._discard_log()
+                if config.fork_source is not None:
                     await self.registry.call(config.fork_source, m.Unlink(self.name))
             raise
         self.state = StreamState.created(record, locator)
@@ -293,6 +294,17 @@ class StreamActor:
         self._note_deadline()
         self._notify()
         return Reply(201, self.state.metadata_headers())
+
+    async def _discard_log(self) -> None:
+        """A create that failed leaves no log: a full disk left it empty (the failed frame is
+        cut off), and nothing in it was acknowledged."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        try:
+            await self.storage.remove(self.name)
+        except OSError:
+            log.warning("removing the log of failed create %r failed", self.name, exc_info=True)
 
     # ---- append -------------------------------------------------------------------------
 

@@ -220,6 +220,19 @@ def _fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _write_file(path: Path, data: bytes, durable: bool) -> None:
+    """A small file written whole, through the same seams as a log commit."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        written = 0
+        while written < len(data):
+            written += pwrite(fd, data[written:], written)
+        if durable:
+            fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 @attrs.define
 class FileLog:
     fd: int
@@ -358,8 +371,10 @@ class FileStorage:
 
     def _remove(self, name: str) -> None:
         path = self._file(name)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            return  # a create that failed before its file existed; links need the file
         links = self._links_dir(name)
         if links.exists():
             for link in links.iterdir():
@@ -376,14 +391,12 @@ class FileStorage:
         directory.mkdir(exist_ok=True)
         path = directory / _digest(fork)
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(cbor2.dumps({"fork": fork, "id": incarnation}))
-        if self.durable:
-            fd = os.open(temporary, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        temporary.replace(path)
+        try:
+            _write_file(temporary, cbor2.dumps({"fork": fork, "id": incarnation}), self.durable)
+            temporary.replace(path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a full disk left it behind, 0 bytes or torn
+            raise
         if self.durable:
             _fsync_dir(directory)
 
