@@ -207,7 +207,7 @@ def test_names_that_are_not_utf8_are_400_and_kept_apart(client: httpx.Client) ->
 def test_header_bytes_are_echoed_as_they_were_sent(client: httpx.Client) -> None:
     """A latin-1 byte in a request header was re-encoded as UTF-8 (0xff -> 0xc3 0xbf)."""
     content_type = b"text/plain; note=\xff"
-    created = client.put("latin1", headers={"Content-Type": content_type})
+    created = client.put("latin1", headers={b"Content-Type": content_type})
     assert created.status_code == 201
     response = client.get("latin1", params={"offset": "-1"})
     assert dict(response.headers.raw)[b"content-type"] == content_type
