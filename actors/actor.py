@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors import messages as m
-from actors.logs import Log, Storage
+from actors.logs import WRITE_REFUSED, Log, Storage
 from actors.tail_cache import TailCache
 from streams import records
 from streams.errors import ProtocolError, bad_request, not_found
@@ -62,7 +63,8 @@ Envelope = tuple[m.Message, Pending]
 
 
 def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
-    """What callers hear when a stream's actor fails: a full disk is worth retrying later."""
+    """What callers hear when a stream's actor fails: a full disk is worth retrying later,
+    and a read-only data directory is named as the cause."""
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
         return ProtocolError(
             503,
@@ -70,6 +72,13 @@ def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError
             "no space left for this write; nothing was stored",
             {"Retry-After": "5"},
             code="STORAGE_FULL",
+        )
+    if isinstance(cause, OSError) and cause.errno in WRITE_REFUSED:
+        return ProtocolError(
+            503,
+            "Service Unavailable",
+            f"the data directory refuses writes ({os.strerror(cause.errno)}); nothing was stored",
+            code="STORAGE_READ_ONLY",
         )
     return ProtocolError(500, "Internal Server Error", f"stream {name!r} failed; it restarts")
 

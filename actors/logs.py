@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,9 +25,16 @@ from actors import framing
 from streams import records
 from streams.machine import Slice
 
-# The two system calls a commit makes, as seams for fault-injection tests.
+# The two system calls a commit makes, and the one that opens files, as seams for
+# fault-injection tests (a read-only data directory cannot be made by chmod for root).
 pwrite = os.pwrite
 fdatasync = os.fdatasync
+open_file = os.open
+
+# What opening for writing answers in a read-only data directory (mount, mode, attribute).
+WRITE_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+log = logging.getLogger(__name__)
 
 
 class CorruptLog(RuntimeError):
@@ -212,6 +220,17 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _open_writable(path: str | Path, create: int = 0) -> tuple[int, int]:
+    """A descriptor open for reading and writing or, where writing is refused, for reading
+    only; with the errno of the refusal (0 if none)."""
+    try:
+        return open_file(path, os.O_RDWR | create, 0o644), 0
+    except OSError as error:
+        if error.errno not in WRITE_REFUSED:
+            raise
+        return open_file(path, os.O_RDONLY), error.errno
+
+
 def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -222,7 +241,7 @@ def _fsync_dir(path: str | Path) -> None:
 
 def _write_file(path: Path, data: bytes, durable: bool) -> None:
     """A small file written whole, through the same seams as a log commit."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         written = 0
         while written < len(data):
@@ -239,6 +258,7 @@ class FileLog:
     end: int
     durable: bool
     unsynced_directory: str | None = None  # a new file's directory, synced on first commit
+    refused: int = 0  # why the log is open read-only (an errno), 0 if it is writable
     _staged: Staged = attrs.field(factory=Staged)
 
     def stage(self, meta: bytes, data: bytes) -> int:
@@ -246,6 +266,9 @@ class FileLog:
 
     async def commit(self) -> None:
         payload = self._staged.take()
+        if self.refused:
+            reason = os.strerror(self.refused)
+            raise OSError(self.refused, f"{reason}: the log was opened read-only")
         await trio.to_thread.run_sync(self._write, payload)
         self.end += len(payload)
 
@@ -294,12 +317,19 @@ class FileStorage:
     root: Path
     durable: bool
     _lock_fd: int = -1
+    refused: int = attrs.field(default=0, init=False)  # why it is read-only: an errno, or 0
 
     def __attrs_post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "streams").mkdir(exist_ok=True)
         (self.root / "forks").mkdir(exist_ok=True)
-        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        fd, self.refused = _open_writable(self.root / "LOCK", os.O_CREAT)  # flock needs no write
+        if self.refused:
+            log.warning(
+                "data directory %s is read-only (%s): serving reads, refusing writes",
+                self.root,
+                os.strerror(self.refused),
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -334,25 +364,26 @@ class FileStorage:
     def _open(self, name: str) -> tuple[Log, Recovered] | None:
         path = self._file(name)
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd, refused = _open_writable(path)
         except FileNotFoundError:
             return None
         try:
             size = os.fstat(fd).st_size
             buffer = os.pread(fd, size, 0) if size else b""
             recovered, end = _recover(buffer)
-            if end < size:
+            if end < size and not refused:  # read-only: serve the valid prefix, change nothing
                 os.ftruncate(fd, end)
                 os.fsync(fd)
             if not recovered:
                 os.close(fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                if not refused:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
                 return None
         except BaseException:
             os.close(fd)
             raise
-        return FileLog(fd, end, self.durable), recovered
+        return FileLog(fd, end, self.durable, refused=refused), recovered
 
     async def create(self, name: str) -> Log:
         return await trio.to_thread.run_sync(self._create, name)
@@ -362,7 +393,7 @@ class FileStorage:
         directory = os.path.dirname(path)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_file(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         # The first commit syncs the directory entry too, in the same worker-thread call.
         return FileLog(fd, 0, self.durable, directory if self.durable else None)
 
@@ -435,9 +466,10 @@ class FileStorage:
             digest = directory.name
             meta = self._create_meta(self.root / "streams" / digest[:2] / f"{digest}.log")
             if meta is None:  # the source is gone; only a crash mid-delete leaves this
-                for link in directory.iterdir():
-                    link.unlink(missing_ok=True)
-                directory.rmdir()
+                with contextlib.suppress(OSError):  # a read-only directory keeps it
+                    for link in directory.iterdir():
+                        link.unlink(missing_ok=True)
+                    directory.rmdir()
             else:
                 names.append(meta["name"])
         return names
