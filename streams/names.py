@@ -41,8 +41,8 @@ def from_fork_header(value: str, max_bytes: int) -> str:
     Header values arrive decoded as latin-1, so encoding them back gives the bytes sent;
     they are percent-decoded and checked exactly like a request path.
     """
-    try:
-        raw = unquote_to_bytes(value.strip().encode("latin-1"))
+    try:  # only HTTP's whitespace: str.strip() also drops 0x85 and 0xa0, which end UTF-8 chars
+        raw = unquote_to_bytes(value.strip(" \t").encode("latin-1"))
     except UnicodeEncodeError:
         raise bad_request("Stream-Forked-From must be a URL path") from None
     raw = raw[len(_PREFIX) :] if raw.startswith(_PREFIX) else raw.lstrip(b"/")

@@ -124,6 +124,8 @@ def test_any_utf8_name_round_trips_through_percent_encoding(name: str) -> None:
         ("  /v1/stream/a/b  ", "a/b"),
         ("/v1/stream/caf%C3%A9", "caf\u00e9"),
         ("caf\u00c3\u00a9", "caf\u00e9"),  # raw UTF-8 bytes, as the latin-1 header decodes them
+        ("caf\u00c3\u00a0", "caf\u00e0"),  # ends in 0xa0, which str.strip() would remove
+        ("\u00c3\u0085\t", "\u00c5"),  # ends in 0x85 (NEL to str.strip())
         ("a%2Fb", "a/b"),
     ],
 )
