@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ import trio
 
 from actors import framing
 from actors import messages as m
-from actors.logs import Log, Storage
+from actors.logs import WRITE_REFUSED, Log, Storage
 from actors.tail_cache import TailCache
 from streams import checkpoint, jsonmode, records
 from streams.errors import ProtocolError, bad_request, not_found
@@ -69,7 +70,8 @@ def too_large(error: framing.FrameTooLarge) -> ProtocolError:
 
 
 def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
-    """What callers hear when a stream's actor fails: a full disk is worth retrying later."""
+    """What callers hear when a stream's actor fails: a full disk is worth retrying later,
+    and a read-only data directory is named as the cause."""
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
         return ProtocolError(
             503,
@@ -77,6 +79,13 @@ def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError
             "no space left for this write; nothing was stored",
             {"Retry-After": "5"},
             code="STORAGE_FULL",
+        )
+    if isinstance(cause, OSError) and cause.errno in WRITE_REFUSED:
+        return ProtocolError(
+            503,
+            "Service Unavailable",
+            f"the data directory refuses writes ({os.strerror(cause.errno)}); nothing was stored",
+            code="STORAGE_READ_ONLY",
         )
     return ProtocolError(500, "Internal Server Error", f"stream {name!r} failed; it restarts")
 
@@ -317,8 +326,9 @@ class StreamActor:
             locator = self.log.stage(meta, data)
             await self.log.commit()
         except BaseException:
-            if config.fork_source is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                await self._discard_log()
+                if config.fork_source is not None:
                     await self.registry.call(config.fork_source, m.Unlink(self.name))
             raise
         self.state = StreamState.created(record, locator)
@@ -326,6 +336,17 @@ class StreamActor:
         self._note_deadline()
         self._notify()
         return Reply(201, self.state.metadata_headers())
+
+    async def _discard_log(self) -> None:
+        """A create that failed leaves no log: a full disk left it empty (the failed frame is
+        cut off), and nothing in it was acknowledged."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        try:
+            await self.storage.remove(self.name)
+        except OSError:
+            log.warning("removing the log of failed create %r failed", self.name, exc_info=True)
 
     # ---- append -------------------------------------------------------------------------
 

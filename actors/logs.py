@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import struct
 from collections.abc import Callable, Iterable
@@ -27,10 +28,17 @@ from streams.machine import Slice
 
 OFFLOAD_BYTES = 1 << 20  # records at least this large are framed in a worker thread
 
-# The two system calls a commit makes, as seams for fault-injection tests, and recovery's.
+# The system calls a commit makes, the one that opens files, and recovery's reads, as seams
+# for fault-injection tests (a read-only data directory cannot be made by chmod for root).
 pwrite = os.pwrite
 fdatasync = os.fdatasync
+open_file = os.open
 pread = os.pread
+
+# What opening for writing answers in a read-only data directory (mount, mode, attribute).
+WRITE_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+log = logging.getLogger(__name__)
 
 
 class CorruptLog(RuntimeError):
@@ -290,10 +298,34 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _open_writable(path: str | Path, create: int = 0) -> tuple[int, int]:
+    """A descriptor open for reading and writing or, where writing is refused, for reading
+    only; with the errno of the refusal (0 if none)."""
+    try:
+        return open_file(path, os.O_RDWR | create, 0o644), 0
+    except OSError as error:
+        if error.errno not in WRITE_REFUSED:
+            raise
+        return open_file(path, os.O_RDONLY), error.errno
+
+
 def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes, durable: bool) -> None:
+    """A small file written whole, through the same seams as a log commit."""
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        written = 0
+        while written < len(data):
+            written += pwrite(fd, data[written:], written)
+        if durable:
+            fdatasync(fd)
     finally:
         os.close(fd)
 
@@ -306,6 +338,7 @@ class FileLog:
     last_frame: int | None  # where the last record's frame starts: checkpoints name it
     durable: bool
     unsynced_directory: str | None = None  # a new file's directory, synced on first commit
+    refused: int = 0  # why the log is open read-only (an errno), 0 if it is writable
     _staged: Staged = attrs.field(factory=Staged)
 
     def stage(self, meta: bytes, data: bytes) -> int:
@@ -313,13 +346,16 @@ class FileLog:
 
     async def commit(self) -> None:
         staged = self._staged.take()
+        if self.refused:
+            reason = os.strerror(self.refused)
+            raise OSError(self.refused, f"{reason}: the log was opened read-only")
         if staged:
             last = self.end + sum(framing.frame_size(m, len(d)) for m, d in staged[:-1])
             self.end += await trio.to_thread.run_sync(self._write, staged)
             self.last_frame = last
 
     async def checkpoint(self, state: bytes) -> None:
-        if self.last_frame is not None:
+        if self.last_frame is not None and not self.refused:
             header = os.pread(self.fd, framing.HEADER.size, self.last_frame)
             binding = cbor2.dumps({"end": self.end, "at": self.last_frame, "header": header})
             await trio.to_thread.run_sync(_write_checkpoint, self.path, binding, state)
@@ -370,12 +406,19 @@ class FileStorage:
     root: Path
     durable: bool
     _lock_fd: int = -1
+    refused: int = attrs.field(default=0, init=False)  # why it is read-only: an errno, or 0
 
     def __attrs_post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "streams").mkdir(exist_ok=True)
         (self.root / "forks").mkdir(exist_ok=True)
-        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        fd, self.refused = _open_writable(self.root / "LOCK", os.O_CREAT)  # flock needs no write
+        if self.refused:
+            log.warning(
+                "data directory %s is read-only (%s): serving reads, refusing writes",
+                self.root,
+                os.strerror(self.refused),
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -410,7 +453,7 @@ class FileStorage:
     def _open(self, name: str, fold: Fold, restore: Restore | None) -> Log | None:
         path = self._file(name)
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd, refused = _open_writable(path)
         except FileNotFoundError:
             return None
         try:
@@ -424,19 +467,20 @@ class FileStorage:
             if checkpoint is not None and restore is not None and restore(checkpoint[2]):
                 start, last = checkpoint[0], checkpoint[1]
             count, end, replayed_last = replay(read, size, fold, start)
-            if end < size:
+            if end < size and not refused:  # read-only: serve the valid prefix, change nothing
                 os.ftruncate(fd, end)
                 os.fsync(fd)
             if not count and not start:
                 os.close(fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                if not refused:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
                 return None
         except BaseException:
             os.close(fd)
             raise
         last = replayed_last if replayed_last is not None else last
-        return FileLog(fd, path, end, last, self.durable)
+        return FileLog(fd, path, end, last, self.durable, refused=refused)
 
     async def create(self, name: str) -> Log:
         return await trio.to_thread.run_sync(self._create, name)
@@ -448,7 +492,7 @@ class FileStorage:
             os.mkdir(directory)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + CHECKPOINT_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_file(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         # The first commit syncs the directory entry too, in the same worker-thread call.
         return FileLog(fd, path, 0, None, self.durable, directory if self.durable else None)
 
@@ -457,9 +501,12 @@ class FileStorage:
 
     def _remove(self, name: str) -> None:
         path = self._file(name)
-        for stale in (path + CHECKPOINT_SUFFIX, path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(stale)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + CHECKPOINT_SUFFIX)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return  # a create that failed before its file existed; links need the file
         links = self._links_dir(name)
         if links.exists():
             for link in links.iterdir():
@@ -476,14 +523,12 @@ class FileStorage:
         directory.mkdir(exist_ok=True)
         path = directory / _digest(fork)
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(cbor2.dumps({"fork": fork, "id": incarnation}))
-        if self.durable:
-            fd = os.open(temporary, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        temporary.replace(path)
+        try:
+            _write_file(temporary, cbor2.dumps({"fork": fork, "id": incarnation}), self.durable)
+            temporary.replace(path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a full disk left it behind, 0 bytes or torn
+            raise
         if self.durable:
             _fsync_dir(directory)
 
@@ -522,9 +567,10 @@ class FileStorage:
             digest = directory.name
             meta = self._create_meta(self.root / "streams" / digest[:2] / f"{digest}.log")
             if meta is None:  # the source is gone; only a crash mid-delete leaves this
-                for link in directory.iterdir():
-                    link.unlink(missing_ok=True)
-                directory.rmdir()
+                with contextlib.suppress(OSError):  # a read-only directory keeps it
+                    for link in directory.iterdir():
+                        link.unlink(missing_ok=True)
+                    directory.rmdir()
             else:
                 names.append(meta["name"])
         return names

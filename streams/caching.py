@@ -9,6 +9,7 @@ CURSOR_INTERVAL_SECS = 20
 CATCH_UP_MAX_AGE = 60
 CATCH_UP = "public, max-age={age}, stale-while-revalidate=300"
 NO_STORE = "no-store"
+MAX_CURSOR_DIGITS = 16  # an echoed cursor is an interval number; longer is not ours
 
 
 def etag(incarnation: str, start: int, end: int, closed: bool) -> str:
@@ -30,13 +31,18 @@ def cursor(now: float, client_cursor: str | None, jitter_secs: int) -> str:
     current interval over later ones so CDN cache keys keep moving.
     """
     current = int((now - CURSOR_EPOCH) // CURSOR_INTERVAL_SECS)
-    try:
-        echoed = int(client_cursor) if client_cursor is not None else None
-    except ValueError:
-        echoed = None
+    echoed = None
+    if client_cursor is not None and _is_cursor(client_cursor):
+        echoed = int(client_cursor)
     if echoed is not None and echoed >= current:
         return str(echoed + max(1, jitter_secs // CURSOR_INTERVAL_SECS))
     return str(current)
+
+
+def _is_cursor(text: str) -> bool:
+    """Plain digits, short enough that int() and str() of it (plus jitter) stay cheap and
+    within Python's 4300-digit conversion limit: a 4300-digit echo once answered 500."""
+    return 0 < len(text) <= MAX_CURSOR_DIGITS and text.isascii() and text.isdigit()
 
 
 def catch_up_cache_control(seconds_left: float | None) -> str:

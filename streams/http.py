@@ -11,15 +11,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 import trio
 
 from actors.messages import ReadResult
 from actors.service import Fork, Streams
-from streams import caching, offsets, sse
+from streams import caching, names, offsets, sse
 from streams.config import Settings
-from streams.errors import ProtocolError, bad_request, not_found
+from streams.errors import ProtocolError, bad_request
 from streams.headers import (
     DEFAULT_CONTENT_TYPE,
     is_json,
@@ -42,7 +42,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/v1/stream/"
 DISCARD_LIMIT = 64 * 1024  # unread body an early answer drains before keeping the connection
 PROTOCOL_HEADERS = (
     "Content-Type, Stream-TTL, Stream-Expires-At, Stream-Closed, Stream-Seq, "
@@ -137,7 +136,8 @@ def too_large(limit: int) -> ProtocolError:
 
 
 def _header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    """Values go out as latin-1, as request headers came in: an echoed byte stays one byte."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class StreamsHTTP:
@@ -162,13 +162,16 @@ class StreamsHTTP:
         except ClientGone:
             pass
         except Exception:
-            log.exception("unexpected error on %s %s", request.method, scope.get("path"))
+            # %r: a path can hold any decoded byte, and a raw newline would forge log lines.
+            log.exception("unexpected error on %r %r", request.method, scope.get("path"))
             if not started:
                 failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
                 await self._error(request, send, failure)
 
     async def _route(self, request: Request, send: Send) -> None:
-        name = self._name(request.scope["path"])
+        scope = request.scope
+        path = names.request_path(scope.get("raw_path"), scope["path"])
+        name = names.from_path(path, self.settings.max_name_bytes)
         method = request.method
         if method == "OPTIONS":
             await self._respond(request, send, Reply(204, dict(PREFLIGHT)))
@@ -186,20 +189,6 @@ class StreamsHTTP:
             await self._respond(request, send, await self.streams.delete(name))
         else:
             raise ProtocolError(405, "Method Not Allowed", f"{method} is not supported")
-
-    def _name(self, path: str) -> str:
-        if not path.startswith(PREFIX):
-            raise not_found("no such route")
-        name = path[len(PREFIX) :]
-        if not name:
-            raise not_found("no stream name")
-        if name == "__ds" or name.startswith("__ds/"):
-            raise not_found("reserved path")
-        if "\x00" in name:
-            raise bad_request("stream names cannot contain NUL")
-        if len(name.encode("utf-8", "surrogatepass")) > self.settings.max_name_bytes:
-            raise bad_request(f"stream names are at most {self.settings.max_name_bytes} bytes")
-        return name
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -230,13 +219,10 @@ class StreamsHTTP:
             if "stream-fork-offset" in h or "stream-fork-sub-offset" in h:
                 raise bad_request("fork headers need Stream-Forked-From")
             return None
-        source = unquote(source.strip())
-        source = source[len(PREFIX) :] if source.startswith(PREFIX) else source.lstrip("/")
-        if not source:
-            raise bad_request("Stream-Forked-From names no stream")
+        source_name = names.from_fork_header(source, self.settings.max_name_bytes)
         offset = offsets.decode(h["stream-fork-offset"]) if "stream-fork-offset" in h else None
         sub = h.get("stream-fork-sub-offset")
-        return Fork(self._name(PREFIX + source), offset, parse_sub_offset(sub) if sub else 0)
+        return Fork(source_name, offset, parse_sub_offset(sub) if sub else 0)
 
     def _url(self, request: Request) -> str:
         scope = request.scope

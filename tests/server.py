@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -30,9 +30,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    data_dir: Path, env: Mapping[str, str] = {}, port: int | None = None
+    data_dir: Path,
+    env: Mapping[str, str] = {},
+    port: int | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Yields the base URL once /readyz answers; stops the server on exit."""
+    """Yields the base URL once /readyz answers; stops the server on exit. `wrapper` is a
+    command the server runs under (e.g. `setpriv` with fewer capabilities)."""
     port = port or free_port()
     environment = {
         **os.environ,
@@ -42,7 +46,7 @@ def running_server(
     log_path = data_dir.parent / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            hypercorn_command(port),
+            [*wrapper, *hypercorn_command(port)],
             env=environment,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -91,6 +91,12 @@ def test_cursor_ignores_unparsable_echoes(echo: str) -> None:
     assert caching.cursor(at_interval(1000), echo, 3600) == "1000"
 
 
+@pytest.mark.parametrize("echo", ["9" * 17, "9" * 4300, "1" * 5000, " 5000", "+5000", "\u0665"])
+def test_cursor_ignores_echoes_that_are_not_short_plain_digits(echo: str) -> None:
+    """A 4300-digit echo plus jitter once overflowed str()'s limit: a 500 on every read."""
+    assert caching.cursor(at_interval(1000), echo, 3600) == "1000"
+
+
 def test_cursor_older_echo_gets_the_current_interval() -> None:
     assert caching.cursor(at_interval(1000), "999", 3600) == "1000"
     assert caching.cursor(at_interval(1000), "-5", 3600) == "1000"

@@ -14,7 +14,7 @@ import trio
 from actors import logs
 from actors.logs import FileStorage
 from actors.registry import Registry
-from actors.service import Streams
+from actors.service import Fork, Streams
 from streams.errors import ProtocolError
 from streams.machine import AppendRequest, CreateRequest
 from streams.offsets import Sentinel
@@ -73,4 +73,77 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
 
     storage = FileStorage(tmp_path, durable=True)
     assert await stored_data(storage, "s") == [b"a", b"b"]
+    storage.close()
+
+
+def failing_from(call_number: int, error: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    """The seam `real`, failing from its `call_number`-th call on, partway as a full disk."""
+    fail = failing(error, real, partial=real is os.pwrite)
+    calls = 0
+
+    def call(fd: int, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(fd, *args) if calls < call_number else fail(fd, *args)
+
+    return call
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("seam", ["pwrite", "fdatasync"])
+async def test_a_create_failing_on_a_full_disk_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seam: str
+) -> None:
+    """It left a 0-byte log (the failed frame cut off) under data/streams."""
+    storage = FileStorage(tmp_path, durable=True)
+    async with trio.open_nursery() as nursery:
+        registry = Registry(storage)
+        await nursery.start(registry.run)
+        streams = Streams(registry)
+        real = getattr(logs, seam)
+        monkeypatch.setattr(logs, seam, failing_from(1, errno.ENOSPC, real))
+        with pytest.raises(ProtocolError) as failure:
+            await streams.create("s", CreateRequest(StreamConfig(TEXT), body=b"a"))
+        assert failure.value.status == 503
+        assert files_under(tmp_path / "streams") == []
+
+        monkeypatch.setattr(logs, seam, real)
+        assert (await streams.create("s", CreateRequest(StreamConfig(TEXT)))).status == 201
+        nursery.cancel_scope.cancel()
+    storage.close()
+
+
+@pytest.mark.parametrize("seam", ["pwrite", "fdatasync"])
+@pytest.mark.parametrize("call_number", [1, 2], ids=["link-write", "fork-commit"])
+async def test_a_fork_failing_on_a_full_disk_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seam: str, call_number: int
+) -> None:
+    """A fork writes its link with the source (1st write), then its own create (2nd). Either
+    failing left a 0-byte log, or a link `.tmp` under data/forks."""
+    storage = FileStorage(tmp_path, durable=True)
+    async with trio.open_nursery() as nursery:
+        registry = Registry(storage)
+        await nursery.start(registry.run)
+        streams = Streams(registry)
+        await streams.create("src", CreateRequest(StreamConfig(TEXT), body=b"a"))
+        before = files_under(tmp_path / "streams")
+        real = getattr(logs, seam)
+        monkeypatch.setattr(logs, seam, failing_from(call_number, errno.ENOSPC, real))
+        with pytest.raises(ProtocolError) as failure:
+            await streams.create("f", CreateRequest(StreamConfig("")), Fork("src"))
+        assert failure.value.status == 503
+        assert files_under(tmp_path / "streams") == before
+        assert files_under(tmp_path / "forks") == []  # neither a link nor a .tmp
+        assert await storage.links("src") == {}
+
+        monkeypatch.setattr(logs, seam, real)
+        assert (
+            await streams.create("f", CreateRequest(StreamConfig("")), Fork("src"))
+        ).status == 201
+        assert list(await storage.links("src")) == ["f"]
+        assert (await streams.read("f", Sentinel.START, 1 << 20)).data == b"a"
+        nursery.cancel_scope.cancel()
     storage.close()

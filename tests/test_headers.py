@@ -300,3 +300,42 @@ def test_parse_sub_offset_rejects_the_rest(value: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         headers.parse_sub_offset(value)
     assert_400(caught)
+
+
+# ---- numbers longer than Python converts -------------------------------------------------
+
+# Python refuses int() of more than 4300 digits with a ValueError; these once answered 500.
+OVERLONG = ["9" * 17, "1" + "0" * 4300, "9" * 4301, "7" * 100_000, " " + "9" * 5000 + " "]
+
+
+def parse_one(header: str, value: str) -> int:
+    """`value` parsed as `header` (with valid values for its companions)."""
+    if header == "Stream-TTL":
+        return headers.parse_ttl(value)
+    if header == "Stream-Fork-Sub-Offset":
+        return headers.parse_sub_offset(value)
+    stamp = {"producer-id": "p", "producer-epoch": "0", "producer-seq": "0"}
+    stamp[header.lower()] = value
+    producer = headers.parse_producer(stamp)
+    assert producer is not None
+    return producer.epoch if header == "Producer-Epoch" else producer.seq
+
+
+@pytest.mark.parametrize("value", OVERLONG, ids=lambda v: f"{len(v)}-chars")
+@pytest.mark.parametrize(
+    "header", ["Stream-TTL", "Stream-Fork-Sub-Offset", "Producer-Epoch", "Producer-Seq"]
+)
+def test_overlong_numbers_are_400_not_a_conversion_error(header: str, value: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_one(header, value)
+    assert_400(caught)
+    assert len(caught.value.detail) < 200  # the value is not echoed whole
+
+
+@pytest.mark.parametrize(
+    "header", ["Stream-TTL", "Stream-Fork-Sub-Offset", "Producer-Epoch", "Producer-Seq"]
+)
+def test_the_longest_accepted_number_has_sixteen_digits(header: str) -> None:
+    top = str(MAX_SAFE_INTEGER)
+    assert len(top) == 16
+    assert parse_one(header, top) == MAX_SAFE_INTEGER

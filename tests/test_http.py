@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,9 +55,11 @@ def test_a_second_process_on_the_same_data_dir_fails_fast(
 
 
 def test_two_workers_on_one_data_dir_stop_with_a_clear_error(tmp_path: Path) -> None:
-    # Hypercorn's master reports 0 when a spawned worker exits 3, so only the message counts.
+    # Hypercorn's master exits with the status of the worker it terminates, read without
+    # waiting: 0 if it is still running, 241 (-SIGTERM) if it has died. Only the message counts.
     completed = serve_until_exit(tmp_path, "--workers", "2")
     assert "is in use by another process" in completed.stdout + completed.stderr
+    assert completed.returncode in (0, 256 - signal.SIGTERM)
 
 
 def test_bodies_over_the_limit_get_413_and_change_nothing(client: httpx.Client) -> None:
@@ -159,3 +162,56 @@ def test_cors_headers_go_to_browsers(client: httpx.Client) -> None:
     assert preflight.status_code == 204
     allowed = preflight.headers["access-control-allow-headers"].lower()
     assert "if-none-match" in allowed and "producer-id" in allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("PUT", {"Stream-TTL": "9" * 5000}),
+        ("PUT", {"Stream-Forked-From": "src", "Stream-Fork-Sub-Offset": "9" * 5000}),
+        ("POST", {"Producer-Id": "p", "Producer-Epoch": "9" * 5000, "Producer-Seq": "0"}),
+        ("POST", {"Producer-Id": "p", "Producer-Epoch": "0", "Producer-Seq": "9" * 5000}),
+    ],
+)
+def test_numbers_past_pythons_digit_limit_are_400(
+    client: httpx.Client, method: str, headers: dict[str, str]
+) -> None:
+    """More than 4300 digits made int() raise: a 500 with a traceback."""
+    assert client.put("digits", headers={"Content-Type": "text/plain"}).status_code in (200, 201)
+    client.put("src", headers={"Content-Type": "text/plain"})
+    target = "digits-new" if method == "PUT" else "digits"
+    response = client.request(
+        method, target, content=b"x", headers={"Content-Type": "text/plain", **headers}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert client.head("digits-new").status_code == 404
+    assert client.get("digits", params={"offset": "-1"}).content == b""
+
+
+def test_a_cursor_past_pythons_digit_limit_is_ignored(client: httpx.Client) -> None:
+    client.put("cursor", headers={"Content-Type": "text/plain"})
+    response = client.get("cursor", params={"offset": "-1", "cursor": "9" * 4300})
+    assert response.status_code == 200
+    assert len(response.headers["Stream-Cursor"]) < 20
+
+
+def test_names_that_are_not_utf8_are_400_and_kept_apart(client: httpx.Client) -> None:
+    """Both were decoded to `a\ufffd`, so two different names were one stream."""
+    for path in ("a%ff", "a%fe", "b%C3", "c%ED%A0%80"):
+        response = client.put(path, content=b"x", headers={"Content-Type": "text/plain"})
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/problem+json"
+    assert client.head("a%EF%BF%BD").status_code == 404  # nothing was created as `a\ufffd`
+    forked = client.put("f", headers={"Stream-Forked-From": "/v1/stream/a%ff"})
+    assert forked.status_code == 400
+
+
+def test_header_bytes_are_echoed_as_they_were_sent(client: httpx.Client) -> None:
+    """A latin-1 byte in a request header was re-encoded as UTF-8 (0xff -> 0xc3 0xbf)."""
+    content_type = b"text/plain; note=\xff"
+    created = client.put("latin1", headers={b"Content-Type": content_type})
+    assert created.status_code == 201
+    response = client.get("latin1", params={"offset": "-1"})
+    assert dict(response.headers.raw)[b"content-type"] == content_type
+    assert dict(client.head("latin1").headers.raw)[b"content-type"] == content_type

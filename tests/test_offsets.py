@@ -110,3 +110,11 @@ def test_parse_sentinels_are_exact(token: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         offsets.parse(token)
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("length", [17, 4301, 100_000])
+def test_overlong_offsets_are_400(length: int) -> None:
+    for token in ("9" * length, "0000000000000000_" + "9" * length, "0" * length + "_1"):
+        with pytest.raises(ProtocolError) as caught:
+            offsets.parse(token)
+        assert caught.value.status == 400
