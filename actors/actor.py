@@ -24,6 +24,7 @@ from streams.errors import ProtocolError, bad_request, not_found
 from streams.machine import Reply, StreamState, encode_body
 from streams.offsets import Sentinel
 from streams.records import SoftDelete
+from streams.resources import exhausted, out_of_descriptors
 
 if TYPE_CHECKING:
     from actors.registry import Registry
@@ -62,7 +63,10 @@ Envelope = tuple[m.Message, Pending]
 
 
 def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
-    """What callers hear when a stream's actor fails: a full disk is worth retrying later."""
+    """What callers hear when a stream's actor fails: a full disk, or running out of file
+    descriptors, is worth retrying later."""
+    if exhausted(cause):
+        return out_of_descriptors()
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
         return ProtocolError(
             503,
@@ -110,7 +114,11 @@ class StreamActor:
                     break
                 await self._handle(envelope)
         except Exception as error:
-            log.exception("stream actor %r failed", self.name)
+            if not exhausted(error):
+                log.exception("stream actor %r failed", self.name)
+            elif (count := self.registry.exhaustion.note()) is not None:
+                # Every request may hit this at once: one line per interval, not per request.
+                log.error("out of file descriptors (%s): %d stream actor(s) failed", error, count)
             failure = error
         finally:
             self._stop(actor_failed(self.name, failure))

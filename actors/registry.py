@@ -15,8 +15,12 @@ import trio
 from actors import messages as m
 from actors.actor import Pending, StreamActor
 from actors.logs import Storage
+from streams.errors import ProtocolError
+from streams.resources import Throttle
 
 log = logging.getLogger(__name__)
+
+EXPIRY_RETRY_SECS = 5.0  # after an expiry failed for want of descriptors or disk
 
 
 class Registry:
@@ -40,7 +44,10 @@ class Registry:
         self.clock = clock
         self._actors: OrderedDict[str, StreamActor] = OrderedDict()  # least recently used first
         self._deadlines: dict[str, float] = {}  # the current deadline of each stream
-        self._due: list[tuple[float, str]] = []  # heap of times to look; never later than it
+        # Heap of times to look at a stream, never later than its deadline. Entries of streams
+        # deleted or looked at sooner stay behind until popped: rebuilt when they are most.
+        self._due: list[tuple[float, str]] = []
+        self.exhaustion = Throttle()  # out of file descriptors: logged once per interval
         self._nursery: trio.Nursery | None = None
         self.deadlines_loaded = trio.Event()
         self.collected = trio.Event()
@@ -92,14 +99,24 @@ class Registry:
         if self._actors.get(actor.name) is actor:
             del self._actors[actor.name]
 
+    @property
+    def scheduled_expiries(self) -> int:
+        """Entries in the expiry heap: at most about twice the streams that can expire."""
+        return len(self._due)
+
     def note_deadline(self, name: str, deadline: float | None) -> None:
         if deadline is None:
             self._deadlines.pop(name, None)
-            return
-        earlier = self._deadlines.get(name)
-        self._deadlines[name] = deadline
-        if earlier is None or deadline < earlier:  # a later deadline is found when we look
-            heapq.heappush(self._due, (deadline, name))
+        else:
+            earlier = self._deadlines.get(name)
+            self._deadlines[name] = deadline
+            if earlier is None or deadline < earlier:  # a later deadline is found when we look
+                heapq.heappush(self._due, (deadline, name))
+        if len(self._due) > 2 * len(self._deadlines) + 16:
+            # More stale entries than live ones: rebuild from the live deadlines. Each rebuild
+            # costs what the pushes and removals since the last one did: amortized O(1).
+            self._due = [(when, stream) for stream, when in self._deadlines.items()]
+            heapq.heapify(self._due)
 
     async def _load_deadlines(self) -> None:
         """Streams on disk can expire before anyone asks for them; a restart restarts TTLs."""
@@ -151,5 +168,12 @@ class Registry:
             del self._deadlines[name]
             try:
                 await self.call(name, m.Expire())
+            except ProtocolError as error:
+                if error.status != 503:
+                    log.exception("expiring %r failed", name)
+                    continue
+                # Out of descriptors or disk (the actor logged it): look again later.
+                self._deadlines.setdefault(name, deadline)
+                heapq.heappush(self._due, (now + EXPIRY_RETRY_SECS, name))
             except Exception:
                 log.exception("expiring %r failed", name)

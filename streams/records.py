@@ -24,6 +24,7 @@ class StreamConfig:
     expires_at: float | None = None
     fork_source: str | None = None
     fork_offset: int = 0
+    fork_depth: int = 0  # 0 unless a fork; a fork's is its source's + 1
 
 
 @attrs.frozen
@@ -74,6 +75,8 @@ def encode(record: Record) -> tuple[bytes, bytes]:
                 "closed": record.closed,
                 "sz": list(record.sizes),
             }
+            if c.fork_depth:
+                meta["fd"] = c.fork_depth
         case Append():
             meta = {"k": "append", "t": record.at}
             if record.sizes:
@@ -94,7 +97,9 @@ def decode(meta_bytes: bytes, data: bytes) -> Record:
     meta = cbor2.loads(meta_bytes)
     kind = meta["k"]
     if kind == "create":
-        config = StreamConfig(meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"])
+        config = StreamConfig(
+            meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"], meta.get("fd", 0)
+        )
         return Create(
             meta["name"], config, meta["id"], meta["t"], meta["closed"], data, tuple(meta["sz"])
         )
