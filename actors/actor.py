@@ -183,7 +183,8 @@ class StreamActor:
         state = StreamState.created(create, locator)
         for record, at in rest:
             state.apply(record, at)
-        state.touch(self.clock())  # a restart counts as an access: TTLs never shrink
+        # An access, unless this process knows the last one: TTLs neither shrink nor slide.
+        state.touch(self.registry.last_access(self.name, state.config.ttl, self.clock()))
         self.state = state
         newest_first = [r.data for r, _ in reversed(recovered) if not isinstance(r, SoftDelete)]
         self.cache = TailCache.of(state.tail, newest_first, self.cache_bytes)

@@ -165,15 +165,29 @@ class Registry:
             if deadline > now:  # slid forward since: look again then
                 heapq.heappush(self._due, (deadline, name))
                 continue
-            del self._deadlines[name]
+            # The deadline stays known during the call: an actor that reopens the stream
+            # takes its last access from it (`last_access`), so it does expire.
+            retry = False
             try:
                 await self.call(name, m.Expire())
             except ProtocolError as error:
-                if error.status != 503:
+                retry = error.status == 503  # out of descriptors or disk; the actor logged it
+                if not retry:
                     log.exception("expiring %r failed", name)
-                    continue
-                # Out of descriptors or disk (the actor logged it): look again later.
-                self._deadlines.setdefault(name, deadline)
-                heapq.heappush(self._due, (now + EXPIRY_RETRY_SECS, name))
             except Exception:
                 log.exception("expiring %r failed", name)
+            later = self._deadlines.get(name)
+            if later is None:
+                continue  # expired
+            if retry:
+                heapq.heappush(self._due, (now + EXPIRY_RETRY_SECS, name))
+            elif later > now:  # touched meanwhile
+                heapq.heappush(self._due, (later, name))
+            else:  # failed: left alone until a request touches it again
+                del self._deadlines[name]
+
+    def last_access(self, name: str, ttl: int | None, now: float) -> float:
+        """When a stream an actor reopens was last read or written: known from its deadline
+        while this process runs; else now (a restart counts as an access)."""
+        deadline = self._deadlines.get(name)
+        return now if ttl is None or deadline is None else min(now, deadline - ttl)

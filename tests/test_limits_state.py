@@ -54,6 +54,25 @@ async def test_create_delete_cycles_with_a_ttl_leave_no_expiry_entries(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_stream_whose_actor_stopped_still_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Reopening the log to expire it is no access (it used to slide the TTL, forever)."""
+    now = FakeTime()
+    storage = MemoryStorage()
+    async with trio.open_nursery() as nursery:
+        registry = Registry(storage, idle_timeout=1, clock=now)
+        await nursery.start(registry.run)
+        await Streams(registry).create("s", CreateRequest(StreamConfig(TEXT, ttl=10)))
+        await trio.sleep(2)
+        assert registry.active == 0
+        now.now += 11
+        await trio.sleep(1)
+        assert await storage.open("s") is None
+        assert registry.scheduled_expiries == 0
+        nursery.cancel_scope.cancel()
+
+
 async def test_sliding_ttls_keep_one_entry_per_stream(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
