@@ -26,6 +26,7 @@ from streams.errors import ProtocolError, bad_request, not_found
 from streams.headers import is_json
 from streams.machine import Reply, StreamState, encode_body
 from streams.offsets import Sentinel
+from streams.resources import exhausted, out_of_descriptors
 
 if TYPE_CHECKING:
     from actors.registry import Registry
@@ -70,8 +71,11 @@ def too_large(error: framing.FrameTooLarge) -> ProtocolError:
 
 
 def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
-    """What callers hear when a stream's actor fails: a full disk is worth retrying later,
-    and a read-only data directory is named as the cause."""
+    """What callers hear when a stream's actor fails: a full disk, or running out of file
+    descriptors, is worth retrying later, and a read-only data directory is named as the
+    cause."""
+    if exhausted(cause):
+        return out_of_descriptors()
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
         return ProtocolError(
             503,
@@ -127,7 +131,11 @@ class StreamActor:
                     break
                 await self._handle(envelope)
         except Exception as error:
-            log.exception("stream actor %r failed", self.name)
+            if not exhausted(error):
+                log.exception("stream actor %r failed", self.name)
+            elif (count := self.registry.exhaustion.note()) is not None:
+                # Every request may hit this at once: one line per interval, not per request.
+                log.error("out of file descriptors (%s): %d stream actor(s) failed", error, count)
             failure = error
         finally:
             self._stop(actor_failed(self.name, failure))
@@ -212,7 +220,8 @@ class StreamActor:
         self.log = await self.storage.open(self.name, fold, restore)
         if self.log is None or recovered is None:
             return
-        recovered.touch(self.clock())  # a restart counts as an access: TTLs never shrink
+        # An access, unless this process knows the last one: TTLs neither shrink nor slide.
+        recovered.touch(self.registry.last_access(self.name, recovered.config.ttl, self.clock()))
         self.state = recovered
         self._checkpointed = recovered.records
         self.cache = TailCache(recovered.tail, self.cache_bytes)  # fills as appends come

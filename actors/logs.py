@@ -205,9 +205,11 @@ class MemoryStorage:
         start, blob = self._checkpoints.get(name, (0, b""))
         if not (restore is not None and blob and start <= len(stored) and restore(blob)):
             start = 0
-        _, end, _ = await trio.to_thread.run_sync(
-            replay, framing.reader(stored), len(stored), fold, start
-        )
+        arguments = (framing.reader(stored), len(stored), fold, start)
+        if len(stored) - start < OFFLOAD_BYTES:  # a thread hop would cost more than replay
+            _, end, _ = replay(*arguments)
+        else:
+            _, end, _ = await trio.to_thread.run_sync(replay, *arguments)
         return self._live(name, bytearray(memoryview(stored)[:end]))
 
     async def create(self, name: str) -> Log:

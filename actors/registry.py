@@ -15,8 +15,12 @@ import trio
 from actors import messages as m
 from actors.actor import Pending, StreamActor
 from actors.logs import Storage
+from streams.errors import ProtocolError
+from streams.resources import Throttle
 
 log = logging.getLogger(__name__)
+
+EXPIRY_RETRY_SECS = 5.0  # after an expiry failed for want of descriptors or disk
 
 
 class Registry:
@@ -40,7 +44,10 @@ class Registry:
         self.clock = clock
         self._actors: OrderedDict[str, StreamActor] = OrderedDict()  # least recently used first
         self._deadlines: dict[str, float] = {}  # the current deadline of each stream
-        self._due: list[tuple[float, str]] = []  # heap of times to look; never later than it
+        # Heap of times to look at a stream, never later than its deadline. Entries of streams
+        # deleted or looked at sooner stay behind until popped: rebuilt when they are most.
+        self._due: list[tuple[float, str]] = []
+        self.exhaustion = Throttle()  # out of file descriptors: logged once per interval
         self._nursery: trio.Nursery | None = None
         self._none_alive = trio.lowlevel.ParkingLot()
         self.deadlines_loaded = trio.Event()
@@ -100,14 +107,24 @@ class Registry:
         while self._actors:
             await self._none_alive.park()
 
+    @property
+    def scheduled_expiries(self) -> int:
+        """Entries in the expiry heap: at most about twice the streams that can expire."""
+        return len(self._due)
+
     def note_deadline(self, name: str, deadline: float | None) -> None:
         if deadline is None:
             self._deadlines.pop(name, None)
-            return
-        earlier = self._deadlines.get(name)
-        self._deadlines[name] = deadline
-        if earlier is None or deadline < earlier:  # a later deadline is found when we look
-            heapq.heappush(self._due, (deadline, name))
+        else:
+            earlier = self._deadlines.get(name)
+            self._deadlines[name] = deadline
+            if earlier is None or deadline < earlier:  # a later deadline is found when we look
+                heapq.heappush(self._due, (deadline, name))
+        if len(self._due) > 2 * len(self._deadlines) + 16:
+            # More stale entries than live ones: rebuild from the live deadlines. Each rebuild
+            # costs what the pushes and removals since the last one did: amortized O(1).
+            self._due = [(when, stream) for stream, when in self._deadlines.items()]
+            heapq.heapify(self._due)
 
     async def _load_deadlines(self) -> None:
         """Streams on disk can expire before anyone asks for them; a restart restarts TTLs."""
@@ -156,8 +173,29 @@ class Registry:
             if deadline > now:  # slid forward since: look again then
                 heapq.heappush(self._due, (deadline, name))
                 continue
-            del self._deadlines[name]
+            # The deadline stays known during the call: an actor that reopens the stream
+            # takes its last access from it (`last_access`), so it does expire.
+            retry = False
             try:
                 await self.call(name, m.Expire())
+            except ProtocolError as error:
+                retry = error.status == 503  # out of descriptors or disk; the actor logged it
+                if not retry:
+                    log.exception("expiring %r failed", name)
             except Exception:
                 log.exception("expiring %r failed", name)
+            later = self._deadlines.get(name)
+            if later is None:
+                continue  # expired
+            if retry:
+                heapq.heappush(self._due, (now + EXPIRY_RETRY_SECS, name))
+            elif later > now:  # touched meanwhile
+                heapq.heappush(self._due, (later, name))
+            else:  # failed: left alone until a request touches it again
+                del self._deadlines[name]
+
+    def last_access(self, name: str, ttl: int | None, now: float) -> float:
+        """When a stream an actor reopens was last read or written: known from its deadline
+        while this process runs; else now (a restart counts as an access)."""
+        deadline = self._deadlines.get(name)
+        return now if ttl is None or deadline is None else min(now, deadline - ttl)

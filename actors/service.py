@@ -40,8 +40,9 @@ class Fork:
 
 
 class Streams:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, max_fork_depth: int = 100) -> None:
         self.registry = registry
+        self.max_fork_depth = max_fork_depth
 
     async def create(self, name: str, request: CreateRequest, fork: Fork | None = None) -> Reply:
         if fork is not None:
@@ -68,6 +69,12 @@ class Streams:
             raise
         if source.soft_deleted:
             raise conflict("fork source was deleted", code="SOURCE_DELETED")
+        depth = source.config.fork_depth + 1
+        if depth > self.max_fork_depth:
+            raise bad_request(
+                f"forks chain at most {self.max_fork_depth} deep; the source is at the limit",
+                code="FORK_DEPTH_EXCEEDED",
+            )
         anchor = source.tail if fork.offset is None else fork.offset
         if anchor > source.tail:
             raise bad_request("Stream-Fork-Offset is beyond the source's tail")
@@ -88,22 +95,28 @@ class Streams:
             expires_at=expires_at,
             fork_source=fork.source,
             fork_offset=position,
+            fork_depth=depth,
         )
         return attrs.evolve(request, config=config, fork_offset=fork.offset)
 
     async def _advance(self, name: str, position: int, count: int, bound: int) -> tuple[int, int]:
-        """Walk `count` sub-offset units from `position`, through inherited data first."""
+        """Walk `count` sub-offset units from `position`, through inherited data first: down
+        the fork chain to the stream that holds `position`, then up it (a loop, not recursion:
+        chains can be deep)."""
         if not count:
             return position, 0
-        snapshot: m.Snapshot = await self.registry.call(name, m.Describe())
-        config = snapshot.config
-        if position < config.fork_offset and config.fork_source is not None:
-            position, count = await self._advance(
-                config.fork_source, position, count, min(bound, config.fork_offset)
-            )
-        if count:
-            result = await self.registry.call(name, m.Advance(position, count, bound))
-            position, count = result
+        chain = [(name, bound)]
+        while True:
+            snapshot: m.Snapshot = await self.registry.call(name, m.Describe())
+            config = snapshot.config
+            if position >= config.fork_offset or config.fork_source is None:
+                break
+            name, bound = config.fork_source, min(bound, config.fork_offset)
+            chain.append((name, bound))
+        for name, bound in reversed(chain):
+            if not count:
+                break
+            position, count = await self.registry.call(name, m.Advance(position, count, bound))
         return position, count
 
     async def append(self, name: str, request: AppendRequest) -> Reply:
@@ -126,21 +139,29 @@ class Streams:
         bound: int | None = None,
         internal: bool = False,
     ) -> m.ReadResult:
-        """Stored bytes from `start`, stitched across fork boundaries."""
+        """Stored bytes from `start`, stitched across fork boundaries: down the chain to the
+        stream that holds `start`, then up it, topping up from each fork's own data (a loop,
+        not recursion: chains can be deep)."""
         result: m.ReadResult = await self.registry.call(
             name, m.Read(start, max_bytes, bound, internal)
         )
-        if result.source is None:
-            return result
-        fork_offset = result.snapshot.config.fork_offset
-        limit = fork_offset if bound is None else min(bound, fork_offset)
-        inherited = await self.read(
-            result.source, result.start, max_bytes, bound=limit, internal=True
-        )
-        data, end = inherited.data, inherited.end
-        if end < fork_offset or len(data) >= max_bytes or (bound is not None and end >= bound):
-            return attrs.evolve(result, end=end, data=data)
-        own: m.ReadResult = await self.registry.call(
-            name, m.Read(end, max_bytes - len(data), bound, internal=True)
-        )
-        return m.ReadResult(own.snapshot, result.start, own.end, data + own.data)
+        chain: list[tuple[str, m.ReadResult, int | None]] = []
+        while result.source is not None:
+            chain.append((name, result, bound))
+            fork_offset = result.snapshot.config.fork_offset
+            bound = fork_offset if bound is None else min(bound, fork_offset)
+            name = result.source
+            result = await self.registry.call(
+                name, m.Read(result.start, max_bytes, bound, internal=True)
+            )
+        for name, forked, bound in reversed(chain):
+            fork_offset = forked.snapshot.config.fork_offset
+            data, end = result.data, result.end
+            if end < fork_offset or len(data) >= max_bytes or (bound is not None and end >= bound):
+                result = attrs.evolve(forked, end=end, data=data)
+                continue
+            own: m.ReadResult = await self.registry.call(
+                name, m.Read(end, max_bytes - len(data), bound, internal=True)
+            )
+            result = m.ReadResult(own.snapshot, forked.start, own.end, data + own.data)
+        return result

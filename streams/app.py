@@ -20,6 +20,7 @@ from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
 from streams.http import Receive, Scope, Send, StreamsHTTP
+from streams.resources import raise_fd_limit
 
 EXIT_DATA_DIR_LOCKED = 3
 OPS = ("/healthz", "/readyz")  # served by Quart; every other path is the protocol's
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
     async def start() -> None:
         resolved = settings or Settings.from_env()
         logging.basicConfig(level=logging.INFO)
+        descriptors = raise_fd_limit()
         try:
             app.storage = open_storage(resolved)
         except DataDirLocked as error:
@@ -78,7 +80,13 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
                 await registry.run(task_status=task_status)
 
         await app.nursery.start(supervise)
-        app.protocol = StreamsHTTP(Streams(registry), resolved)
+        streams = Streams(registry, max_fork_depth=resolved.max_fork_depth)
+        app.protocol = StreamsHTTP(streams, resolved)
+        logging.getLogger(__name__).info(
+            "file descriptors: %d; at most %d requests in progress",
+            descriptors,
+            app.protocol.max_requests,
+        )
         collect_less()
 
     @app.after_serving

@@ -11,6 +11,7 @@ import attrs
 
 StorageMode = Literal["file-durable", "file-fast", "memory"]
 MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory")
+DEFAULT_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
 
 
 @attrs.frozen
@@ -25,6 +26,10 @@ class Settings:
     max_name_bytes: int = 1024
     actor_idle_timeout: float = 10.0
     max_resident_actors: int = 1000
+    body_timeout: float = 30.0
+    max_buffered_body_bytes: int = DEFAULT_BUFFERED_BODY_BYTES
+    max_connections: int | None = None  # None: derived from the descriptor limit at start
+    max_fork_depth: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -43,15 +48,27 @@ class Settings:
         mode = environ.get("DS_STORAGE__MODE", "file-durable")
         if mode not in MODES:
             raise ValueError(f"DS_STORAGE__MODE must be one of {', '.join(MODES)}, got {mode!r}")
+        max_append = int(number("DS_LIMITS__MAX_APPEND_BYTES", 64 * 1024 * 1024))
+        default_buffered = max(DEFAULT_BUFFERED_BODY_BYTES, max_append)
+        buffered = int(number("DS_LIMITS__MAX_BUFFERED_BODY_BYTES", default_buffered))
+        if buffered < max_append:
+            raise ValueError(
+                "DS_LIMITS__MAX_BUFFERED_BODY_BYTES must be at least DS_LIMITS__MAX_APPEND_BYTES"
+                f" ({max_append}), got {buffered}"
+            )
         return cls(
             storage_mode=mode,
             data_dir=Path(environ.get("DS_STORAGE__DATA_DIR", "./data")),
             long_poll_timeout=number("DS_SERVER__LONG_POLL_TIMEOUT_SECS", 20.0),
             sse_reconnect_interval=number("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", 60.0),
-            max_append_bytes=int(number("DS_LIMITS__MAX_APPEND_BYTES", 64 * 1024 * 1024)),
+            max_append_bytes=max_append,
             read_chunk_bytes=int(number("DS_LIMITS__READ_CHUNK_BYTES", 1024 * 1024)),
             tail_cache_bytes=int(number("DS_LIMITS__TAIL_CACHE_BYTES", 1024 * 1024)),
             max_name_bytes=int(number("DS_LIMITS__MAX_NAME_BYTES", 1024)),
             actor_idle_timeout=number("DS_ACTORS__IDLE_TIMEOUT_SECS", 10.0),
             max_resident_actors=int(number("DS_ACTORS__MAX_RESIDENT", 1000)),
+            body_timeout=number("DS_LIMITS__BODY_TIMEOUT_SECS", 30.0),
+            max_buffered_body_bytes=buffered,
+            max_connections=int(number("DS_SERVER__MAX_CONNECTIONS", 0)) or None,
+            max_fork_depth=int(number("DS_LIMITS__MAX_FORK_DEPTH", 100)),
         )

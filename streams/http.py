@@ -7,6 +7,7 @@ moves bytes between ASGI events and those.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,6 +36,7 @@ from streams.jsonmode import as_array
 from streams.machine import AppendRequest, CreateRequest, Reply
 from streams.offsets import Sentinel
 from streams.records import StreamConfig
+from streams.resources import BodyBudget, Throttle, busy, default_max_connections, fd_limit
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -76,11 +78,21 @@ class ClientGone(Exception):
 class Request:
     """The parts of an ASGI request the protocol looks at."""
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        budget: BodyBudget | None = None,
+        body_timeout: float = math.inf,
+    ) -> None:
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]
         self.body_done = False
+        self.abandoned = False  # the rest of the body will not be read: close the connection
+        self.budget = budget
+        self.body_timeout = body_timeout
+        self.held = 0  # bytes of `budget` this request holds
         self.headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             key = raw_name.decode("latin-1").lower()
@@ -101,33 +113,74 @@ class Request:
         return params
 
     async def body(self, limit: int) -> bytes:
-        """The whole body, refused with 413 as soon as it passes `limit`."""
+        """The whole body, refused with 413 as soon as it passes `limit`, with 503 if the
+        server-wide body budget has no room for it, with 408 if it stops arriving."""
+        body = await self._read(limit, keep=True)
+        self.body_done = True
+        return body
+
+    async def _read(self, limit: int, *, keep: bool) -> bytes:
         declared = self.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large(limit)
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                raise too_large(limit)
+            if keep:
+                self._hold(int(declared))
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await self.receive()
+            event = await self._next_event()
             if event["type"] == "http.disconnect":
                 raise ClientGone
             chunk = event.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
-            chunks.append(chunk)
+            if keep:
+                self._hold(size)
+                chunks.append(chunk)
             if not event.get("more_body", False):
-                self.body_done = True
                 return b"".join(chunks)
+
+    async def _next_event(self) -> dict[str, Any]:
+        with trio.move_on_after(self.body_timeout):
+            return await self.receive()
+        self.abandoned = True
+        raise ProtocolError(
+            408,
+            "Request Timeout",
+            f"no body data arrived for {self.body_timeout:g} s",
+            code="BODY_TIMEOUT",
+        )
+
+    def _hold(self, size: int) -> None:
+        """Hold `size` bytes of the body budget in all (more only when needed)."""
+        if self.budget is not None and size > self.held:
+            try:
+                self.budget.take(size - self.held)
+            except ProtocolError:
+                self.abandoned = True
+                raise
+            self.held = size
+
+    def release(self) -> None:
+        """The body is no longer needed: give its bytes back to the budget."""
+        if self.budget is not None:
+            self.budget.give(self.held)
+        self.held = 0
 
     async def finish(self) -> bool:
         """Read and drop what is left of the body (a little at most), so the connection can
         carry the next request; False if too much is left and the connection must close."""
-        if not self.body_done:
-            try:
-                await self.body(DISCARD_LIMIT)
-            except ProtocolError:
-                return False
+        if self.body_done:
+            return True
+        if self.abandoned:
+            return False
+        try:
+            await self._read(DISCARD_LIMIT, keep=False)
+        except ProtocolError:
+            return False
+        self.body_done = True
         return True
 
 
@@ -144,9 +197,17 @@ class StreamsHTTP:
     def __init__(self, streams: Streams, settings: Settings) -> None:
         self.streams = streams
         self.settings = settings
+        self.budget = BodyBudget(max(settings.max_buffered_body_bytes, settings.max_append_bytes))
+        self.max_requests = settings.max_connections or default_max_connections(fd_limit())
+        self.active = 0  # requests being served now
+        self._refusals = Throttle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = Request(scope, receive, self.budget, self.settings.body_timeout)
+        if self.active >= self.max_requests:
+            await self._refuse(request, send)
+            return
+        self.active += 1
         started = False
 
         async def tracked(event: dict[str, Any]) -> None:
@@ -167,6 +228,22 @@ class StreamsHTTP:
             if not started:
                 failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
                 await self._error(request, send, failure)
+        finally:
+            self.active -= 1
+            request.release()
+
+    async def _refuse(self, request: Request, send: Send) -> None:
+        """Over the request cap: 503 at once, and the connection closes to free its socket."""
+        refused = self._refusals.note()
+        if refused is not None:
+            log.warning(
+                "%d request(s) refused with 503: the cap of %d requests in progress is reached"
+                " (DS_SERVER__MAX_CONNECTIONS)",
+                refused,
+                self.max_requests,
+            )
+        request.abandoned = True
+        await self._error(request, send, busy("too many requests in progress; retry later"))
 
     async def _route(self, request: Request, send: Send) -> None:
         scope = request.scope

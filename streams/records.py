@@ -24,6 +24,7 @@ class StreamConfig:
     expires_at: float | None = None
     fork_source: str | None = None
     fork_offset: int = 0
+    fork_depth: int = 0  # 0 unless a fork; a fork's is its source's + 1
 
 
 @attrs.frozen
@@ -71,6 +72,8 @@ def encode(record: Record) -> tuple[bytes, bytes]:
                 "t": record.at,
                 "closed": record.closed,
             }
+            if c.fork_depth:
+                meta["fd"] = c.fork_depth
         case Append():
             meta = {"k": "append", "t": record.at}
             if record.producer is not None:
@@ -93,7 +96,9 @@ def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
     meta = cbor2.loads(meta_bytes)
     kind = meta["k"]
     if kind == "create":
-        config = StreamConfig(meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"])
+        config = StreamConfig(
+            meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"], meta.get("fd", 0)
+        )
         return Create(meta["name"], config, meta["id"], meta["t"], meta["closed"], data)
     if kind == "append":
         p = meta.get("p")

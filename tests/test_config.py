@@ -26,6 +26,10 @@ def test_every_setting_has_its_name() -> None:
             "DS_LIMITS__MAX_NAME_BYTES": "100",
             "DS_ACTORS__IDLE_TIMEOUT_SECS": "1",
             "DS_ACTORS__MAX_RESIDENT": "50",
+            "DS_LIMITS__BODY_TIMEOUT_SECS": "5",
+            "DS_LIMITS__MAX_BUFFERED_BODY_BYTES": "4000",
+            "DS_SERVER__MAX_CONNECTIONS": "200",
+            "DS_LIMITS__MAX_FORK_DEPTH": "10",
         }
     )
     assert settings == Settings(
@@ -39,7 +43,20 @@ def test_every_setting_has_its_name() -> None:
         max_name_bytes=100,
         actor_idle_timeout=1.0,
         max_resident_actors=50,
+        body_timeout=5.0,
+        max_buffered_body_bytes=4000,
+        max_connections=200,
+        max_fork_depth=10,
     )
+
+
+def test_the_body_budget_holds_at_least_one_largest_append() -> None:
+    raised = Settings.from_env({"DS_LIMITS__MAX_APPEND_BYTES": str(512 << 20)})
+    assert raised.max_buffered_body_bytes == 512 << 20  # the default follows the append limit
+    with pytest.raises(ValueError, match="DS_LIMITS__MAX_BUFFERED_BODY_BYTES"):
+        Settings.from_env(
+            {"DS_LIMITS__MAX_APPEND_BYTES": "1000", "DS_LIMITS__MAX_BUFFERED_BODY_BYTES": "999"}
+        )
 
 
 @pytest.mark.parametrize(
@@ -49,6 +66,8 @@ def test_every_setting_has_its_name() -> None:
         ("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "soon"),
         ("DS_ACTORS__MAX_RESIDENT", "0"),
         ("DS_LIMITS__MAX_APPEND_BYTES", "-1"),
+        ("DS_SERVER__MAX_CONNECTIONS", "0"),
+        ("DS_LIMITS__BODY_TIMEOUT_SECS", "never"),
     ],
 )
 def test_bad_values_name_the_setting(key: str, value: str) -> None:

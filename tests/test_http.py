@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ LIMITS = {
     "DS_LIMITS__MAX_APPEND_BYTES": "1000",
     "DS_SERVER__SSE_RECONNECT_INTERVAL_SECS": "1",
     "DS_SERVER__LONG_POLL_TIMEOUT_SECS": "1",
+    "DS_LIMITS__BODY_TIMEOUT_SECS": "1",
 }
 
 
@@ -75,6 +77,23 @@ def test_bodies_over_the_limit_get_413_and_change_nothing(client: httpx.Client) 
     response = client.post("big", content=chunked(), headers={"Content-Type": "text/plain"})
     assert response.status_code == 413
     assert client.get("big", params={"offset": "-1"}).content == b""
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
+    client: httpx.Client,
+) -> None:
+    url = client.base_url
+    assert url.host is not None and url.port is not None
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/stream/stalled HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 100\r\n\r\nonly part of it"
+        )
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 408")
+    assert b"BODY_TIMEOUT" in received
 
 
 @pytest.mark.parametrize(
