@@ -19,11 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report, scenarios
+from benchmarks import hostile, report, report_hostile, scenarios
 from benchmarks.servers import ALL, BENCH, ROOT, SERVER_CPU, Server, Spec, log_problems
 
 LOAD = ("json", "catchup", "fanout")
-GROUPS = ("appends", *LOAD, "creates", "restart")
+HOSTILE = ("json-flood", "stalled-sse", "reopen")  # ours only; "hostile" selects all three
+GROUPS = ("appends", *LOAD, "creates", "restart", "hostile")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,12 +38,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(GROUPS),
-        help="comma-separated subset of: " + ", ".join(GROUPS),
+        help="comma-separated subset of: " + ", ".join((*GROUPS, *HOSTILE)),
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk measurement")
     parser.add_argument("--fanout-k", help="comma-separated reader counts, e.g. 100,1000")
     parser.add_argument("--streams", type=int, help="streams to create (default 100k; quick 10k)")
     parser.add_argument("--restart-streams", type=int, help="streams on disk for the restart")
+    parser.add_argument(
+        "--reopen-records", type=int, help="one-byte records in the reopened log (1M; quick 200k)"
+    )
     parser.add_argument(
         "--hypercorn-config",
         default=str(BENCH / "hypercorn.toml"),
@@ -69,6 +73,8 @@ def make_plan(args: argparse.Namespace) -> scenarios.Plan:
         changes["create_streams"] = args.streams
     if args.restart_streams:
         changes["restart_streams"] = args.restart_streams
+    if args.reopen_records:
+        changes["reopen_records"] = args.reopen_records
     return dataclasses.replace(plan, **changes)
 
 
@@ -115,12 +121,28 @@ class Bench:
                 self.problems.append(f"{spec.key} {key}: {errors}")
 
     def run_group(
-        self, spec: Spec, group: str, steps: list[tuple[str, Callable[[Server], dict[str, Any]]]]
+        self,
+        spec: Spec,
+        group: str,
+        steps: list[tuple[str, Callable[[Server], dict[str, Any]]]],
+        prepare: Callable[[Server], None] | None = None,
     ) -> None:
+        """Start a fresh server (after `prepare`, given it, has filled its data dir), run the
+        steps in turn, stop it."""
         server = self.server(spec, group)
         check = report.cpu_check(SERVER_CPU)
         self.results.setdefault(spec.key, {}).setdefault("cpu-check", {})[group] = check
         try:
+            if prepare is not None:
+                say(f"{spec.key}: preparing the data dir ({group})")
+                began = time.perf_counter()
+                try:
+                    prepare(server)
+                except Exception as error:
+                    self.problems.append(f"{spec.key} {group}: preparing FAILED {error!r}")
+                    traceback.print_exc()
+                    return
+                say(f"{spec.key}: preparing took {time.perf_counter() - began:.1f} s")
             say(f"{spec.key}: starting ({group}); CPU check {check:.2f} s")
             first_start = server.start()
             for name, step in steps:
@@ -219,6 +241,28 @@ class Bench:
                 self.run_group(spec, "creates", [("creates", lambda s: scenarios.creates(s, plan))])
             if "restart" in wanted and spec.on_disk:
                 self.run_group(spec, "restart", [("restart", lambda s: {})])
+            if spec.kind == "trio":
+                self.hostile(spec, {name for name in HOSTILE if {name, "hostile"} & wanted})
+
+    def hostile(self, spec: Spec, wanted: set[str]) -> None:
+        """Issue 9's hostile clients, each on a fresh server so that its RSS is its own."""
+        plan = self.plan
+        if "json-flood" in wanted:
+            self.run_group(
+                spec, "json-flood", [("json-flood", lambda s: hostile.json_flood(s, plan))]
+            )
+        if "stalled-sse" in wanted:
+            self.run_group(
+                spec, "stalled-sse", [("stalled-sse", lambda s: hostile.stalled_sse(s, plan))]
+            )
+        if "reopen" in wanted and spec.on_disk:
+            built: dict[str, Any] = {}
+            self.run_group(
+                spec,
+                "reopen",
+                [("reopen", lambda s: hostile.reopen(s, plan, built))],
+                prepare=lambda s: built.update(hostile.build_log(s, plan)),
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print()
     print(report.targets(bench.results))
+    if report_hostile.has_results(bench.results):
+        print()
+        print(report_hostile.table(bench.results, plan))
+        print()
+        print(report_hostile.goals(bench.results))
     if bench.problems:
         print("\nProblems seen:\n" + "\n".join(f"- {p}" for p in bench.problems))
     say(f"done in {elapsed / 60:.1f} min; raw results in {work / 'results.json'}")

@@ -36,6 +36,17 @@ class Plan:
     idle_wait: float = 15.0  # wait before "at rest" RSS (ours); default idle timeout is 10 s
     restart_streams: int = 10_000
     restarts: int = 3
+    # hostile clients (issue 9), ours only; see benchmarks/hostile.py
+    flood_messages: int = 8_000_000  # one JSON POST of [1,1,...]: 2 B per message, 16 MB
+    stalled_readers: int = 200  # SSE readers that never read ...
+    stalled_record_mib: int = 8  # ... a stream holding one record of this size
+    settle_bound: float = 20.0  # seconds at most for RSS to settle (two samples within 1 MB)
+    rss_cap: int = 6_000_000_000  # ... or until the server's RSS passes this (B)
+    reopen_records: int = 1_000_000  # one-byte appends in the log reopened
+    probe_interval: float = 0.01  # seconds between /healthz probes (one in flight at a time)
+    probe_tail: float = 0.5  # probes go on this long after the measured request answered
+    probe_limit: int = 100_000  # probes at most per measurement
+    hostile_bound: float = 300.0  # seconds at most for a probed request
 
 
 FULL = Plan()
@@ -52,6 +63,8 @@ QUICK = Plan(
     idle_wait=5.0,
     restart_streams=2_000,
     restarts=2,
+    settle_bound=10.0,
+    reopen_records=200_000,
 )
 
 

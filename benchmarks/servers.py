@@ -63,10 +63,11 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory field of /proc/<pid>/status in bytes: VmRSS (now) or VmHWM (peak)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -162,6 +163,26 @@ class Server:
             return 0
         assert self.process is not None
         return sum(rss_bytes(pid) for pid in process_tree(self.process.pid))
+
+    def peak_rss(self) -> int:
+        """VmHWM summed over the process tree: the peak since start or `reset_peak`."""
+        if not self.alive():
+            return 0
+        assert self.process is not None
+        return sum(rss_bytes(pid, "VmHWM") for pid in process_tree(self.process.pid))
+
+    def reset_peak(self) -> bool:
+        """Start VmHWM afresh (writing 5 to clear_refs, Linux >= 4.0); False if refused, and
+        then `peak_rss` is the peak since the server started."""
+        if not self.alive():
+            return False
+        assert self.process is not None
+        try:
+            for pid in process_tree(self.process.pid):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
 
     def healthy(self) -> bool:
         """Alive and answering: /readyz 200 for ours and the raw app, any answer for Node."""
