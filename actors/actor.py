@@ -203,9 +203,12 @@ class StreamActor:
     async def _recover(self) -> None:
         recovered: StreamState | None = None
 
+        covered = 0  # data records the checkpoint holds; a full replay leaves none covered
+
         def restore(blob: bytes) -> bool:
-            nonlocal recovered
+            nonlocal recovered, covered
             recovered = checkpoint.decode(blob)
+            covered = recovered.records if recovered is not None else 0
             return recovered is not None
 
         def fold(record: records.Record, locator: int, length: int) -> None:
@@ -223,7 +226,7 @@ class StreamActor:
         # An access, unless this process knows the last one: TTLs neither shrink nor slide.
         recovered.touch(self.registry.last_access(self.name, recovered.config.ttl, self.clock()))
         self.state = recovered
-        self._checkpointed = recovered.records
+        self._checkpointed = covered
         self.cache = TailCache(recovered.tail, self.cache_bytes)  # fills as appends come
         self._note_deadline()
 

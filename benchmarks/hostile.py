@@ -267,10 +267,14 @@ def build_log(server: Server, plan: Plan) -> dict[str, Any]:
     return {"records": plan.reopen_records, "build_seconds": seconds, "log_bytes": size}
 
 
+IDLE_WAIT = 12.0  # past the server's default idle timeout (10 s)
+
+
 def reopen(server: Server, plan: Plan, built: dict[str, Any]) -> dict[str, Any]:
     """The first request after start (HEAD) makes the actor open and replay the log: its time,
     /healthz meanwhile on another connection, RSS before and at peak; then a read at the tail
-    checks that every record came back, and a second HEAD shows the cost once resident."""
+    checks that every record came back, a second HEAD shows the cost once resident, and a
+    third, once the actor has stopped idle, the reopen from its checkpoint."""
     path = f"/v1/stream/{REOPEN_STREAM}"
     time.sleep(0.5)
     rss_before = server.rss()
@@ -293,6 +297,10 @@ def reopen(server: Server, plan: Plan, built: dict[str, Any]) -> dict[str, Any]:
     again = client.request(server.port, "HEAD", path)
     warm_ms = (time.perf_counter() - began) * 1000
     at_tail = client.request(server.port, "GET", f"{path}?offset={tail}") if tail else None
+    time.sleep(IDLE_WAIT)  # the actor stops idle, checkpointing its state as it goes
+    began = time.perf_counter()
+    from_checkpoint = client.request(server.port, "HEAD", path)
+    checkpoint_ms = (time.perf_counter() - began) * 1000
     return {
         "reopen": {
             **built,
@@ -307,6 +315,8 @@ def reopen(server: Server, plan: Plan, built: dict[str, Any]) -> dict[str, Any]:
             "rss_after": server.rss(),
             "warm_head_ms": warm_ms,
             "warm_head_status": again.status,
+            "checkpoint_head_ms": checkpoint_ms,
+            "checkpoint_head_status": from_checkpoint.status,
             "tail_read_status": at_tail.status if at_tail else None,
             "tail_read_up_to_date": at_tail.headers.get("stream-up-to-date") if at_tail else None,
         }

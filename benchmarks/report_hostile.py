@@ -104,6 +104,11 @@ def _rows(plan: Plan) -> list[Row]:
                 f"({_ms(e['warm_head_ms'])} ms)" + (" ⚠" if e.get("missed") else "")
             ),
         ),
+        (
+            "↳ the same log reopened from its checkpoint, after the actor stopped idle: ms",
+            "reopen",
+            lambda e: _ms(e["checkpoint_head_ms"]) if "checkpoint_head_ms" in e else "—",
+        ),
         ("↳ `/healthz` during the reopen: p50 / p99 / max ms (probes)", "reopen", _probes),
         (
             f"↳ p99 as a probe every {plan.probe_interval * 1000:g} ms would see it, ms",

@@ -208,3 +208,23 @@ async def test_a_recreated_stream_never_sees_the_old_checkpoint(
     await session(counting, check)
     assert counting.restored == restored
     storage.close()
+
+
+async def test_a_log_replayed_in_full_gets_a_checkpoint_when_its_actor_stops(
+    storage: Storage, autojump_clock: trio.testing.MockClock
+) -> None:
+    counting = Counting(storage)
+    async with trio.open_nursery() as nursery:  # a process that stops before its actors idle
+        registry = Registry(counting)  # type: ignore[arg-type]
+        await nursery.start(registry.run)
+        await fill(Streams(registry))
+        nursery.cancel_scope.cancel()
+
+    async def head(streams: Streams) -> None:
+        await streams.head("s")
+
+    await session(counting, head)
+    assert (counting.folded, counting.restored) == (RECORDS + 1, 0)  # replayed in full
+    await session(counting, head)
+    assert (counting.folded, counting.restored) == (RECORDS + 1, 1)  # then from its checkpoint
+    storage.close()
