@@ -19,7 +19,7 @@ import trio
 
 from actors import framing
 from actors import messages as m
-from actors.logs import WRITE_REFUSED, Log, Storage
+from actors.logs import WRITE_REFUSED, CorruptLog, Log, Storage
 from actors.tail_cache import TailCache
 from streams import checkpoint, jsonmode, records
 from streams.errors import ProtocolError, bad_request, not_found
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+FSCK = "python -m streams fsck DATA_DIR --repair"
 CHECKPOINT = 1000  # new data records that make an actor checkpoint its state as it stops
 ADVANCE_CHUNK = 1 << 20
 
@@ -76,6 +77,14 @@ def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError
     cause."""
     if exhausted(cause):
         return out_of_descriptors()
+    if isinstance(cause, CorruptLog):
+        return ProtocolError(
+            500,
+            "Internal Server Error",
+            f"the log of stream {name!r} is damaged ({cause}); nothing was changed. "
+            f"An operator can cut it back to its last good record with `{FSCK}`",
+            code="LOG_DAMAGED",
+        )
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
         return ProtocolError(
             503,
@@ -131,7 +140,12 @@ class StreamActor:
                     break
                 await self._handle(envelope)
         except Exception as error:
-            if not exhausted(error):
+            if isinstance(error, CorruptLog):
+                # Reopening cannot help until an operator repairs the log: the registry
+                # answers for the stream meanwhile, and this is logged once per back-off.
+                log.error("stream %r is refused: %s; run `%s`", self.name, error, FSCK)
+                self.registry.refuse(self.name, actor_failed(self.name, error))
+            elif not exhausted(error):
                 log.exception("stream actor %r failed", self.name)
             elif (count := self.registry.exhaustion.note()) is not None:
                 # Every request may hit this at once: one line per interval, not per request.

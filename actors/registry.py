@@ -34,6 +34,7 @@ class Registry:
         inbox_size: int = 1024,
         cache_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
+        refusal_backoff: float = 30.0,
     ) -> None:
         self.storage = storage
         self.idle_timeout = idle_timeout
@@ -48,6 +49,10 @@ class Registry:
         # deleted or looked at sooner stay behind until popped: rebuilt when they are most.
         self._due: list[tuple[float, str]] = []
         self.exhaustion = Throttle()  # out of file descriptors: logged once per interval
+        # Streams whose log failed recovery: answered without an actor until the back-off
+        # passes (trio time), so a damaged log is not reopened and rescanned per request.
+        self.refusal_backoff = refusal_backoff
+        self._refused: dict[str, tuple[float, ProtocolError]] = {}
         self._nursery: trio.Nursery | None = None
         self._none_alive = trio.lowlevel.ParkingLot()
         self.deadlines_loaded = trio.Event()
@@ -68,6 +73,11 @@ class Registry:
 
     async def call(self, name: str, message: m.Message) -> Any:
         """Send a message to the stream's actor and wait for its reply."""
+        refused = self._refused.get(name)
+        if refused is not None:
+            if trio.current_time() < refused[0]:
+                raise refused[1]
+            del self._refused[name]  # look again: it may have been repaired
         pending = Pending()
         envelope = (message, pending)
         while True:
@@ -95,6 +105,10 @@ class Registry:
             self._actors[name] = actor
             self._nursery.start_soon(actor.run, self.idle_timeout)
         return actor
+
+    def refuse(self, name: str, error: ProtocolError) -> None:
+        """Answer `error` for `name` without an actor for the next `refusal_backoff` s."""
+        self._refused[name] = (trio.current_time() + self.refusal_backoff, error)
 
     def forget(self, actor: StreamActor) -> None:
         if self._actors.get(actor.name) is actor:
@@ -148,6 +162,9 @@ class Registry:
         while True:
             await trio.sleep(self.sweep_interval)
             await self.expire_due()
+            if self._refused:  # streams whose back-off passed are looked at again when asked
+                now = trio.current_time()
+                self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
             self.retire_least_used()
 
     def retire_least_used(self) -> None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+from actors import logs
 from actors.logs import CorruptLog, FileStorage
+from actors.registry import Registry
 from actors.service import Streams
+from streams.errors import ProtocolError
 from streams.machine import AppendRequest, CreateRequest
 from streams.offsets import Sentinel
 from streams.records import StreamConfig
@@ -135,3 +140,45 @@ def test_a_recovered_stream_takes_new_appends(pristine: Path, tmp_path: Path) ->
         return (await streams.read("s", Sentinel.START, 1 << 20)).data
 
     assert on_disk(root, append_and_read) == b"".join(RECORDS[:-1]) + b"+new"
+
+
+async def test_a_damaged_log_is_refused_without_reopening_until_its_back_off_passes(
+    pristine: Path,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Restart intensity: a damaged log is opened (and logged) once per back-off, not per
+    request; each request gets a problem+json naming the repair."""
+    starts = frame_starts(pristine)
+    root = damaged_copy(pristine, tmp_path, "corrupt", starts[1] + 20)
+    storage = FileStorage(root, durable=True)
+    opens = 0
+    real_replay = logs.replay
+
+    def counted_replay(*args: Any) -> Any:
+        nonlocal opens
+        opens += 1
+        return real_replay(*args)
+
+    monkeypatch.setattr(logs, "replay", counted_replay)
+    try:
+        async with trio.open_nursery() as nursery:
+            registry = Registry(storage, refusal_backoff=30)
+            await nursery.start(registry.run)
+            streams = Streams(registry)
+            for _ in range(50):
+                with pytest.raises(ProtocolError) as refused:
+                    await streams.head("s")
+                assert refused.value.code == "LOG_DAMAGED"
+                assert "fsck" in refused.value.detail
+            assert opens == 1
+            assert sum("is refused" in r.getMessage() for r in caplog.records) == 1
+            await trio.sleep(31)
+            with pytest.raises(ProtocolError):
+                await streams.head("s")
+            assert opens == 2
+            nursery.cancel_scope.cancel()
+    finally:
+        storage.close()
