@@ -58,7 +58,8 @@ class Log(Protocol):
     async def commit(self) -> None:
         """Write everything staged, durable to the storage mode's promise."""
 
-    async def read(self, slices: Iterable[Slice]) -> bytes: ...
+    async def read(self, slices: Iterable[Slice]) -> bytes:
+        """The data of `slices` (in log order, none past `end`), joined; none gives b""."""
 
     async def checkpoint(self, state: bytes) -> None:
         """Keep `state` as what the log holds up to its end, for the next `open`."""
@@ -202,8 +203,8 @@ class MemoryStorage:
         if not stored:
             return None
         stored = bytes(stored)  # a live log's bytearray may grow while a thread reads it
-        start, blob = self._checkpoints.get(name, (0, b""))
-        if not (restore is not None and blob and start <= len(stored) and restore(blob)):
+        start, blob = self._checkpoints.get(name, (0, None))  # b"" is a state too
+        if blob is None or start > len(stored) or restore is None or not restore(blob):
             start = 0
         arguments = (framing.reader(stored), len(stored), fold, start)
         if len(stored) - start < OFFLOAD_BYTES:  # a thread hop would cost more than replay
@@ -382,6 +383,8 @@ class FileLog:
 
     async def read(self, slices: Iterable[Slice]) -> bytes:
         wanted = list(slices)
+        if not wanted:  # an empty range: nothing to read, as from memory
+            return b""
         return await trio.to_thread.run_sync(self._read, wanted)
 
     def _read(self, slices: list[Slice]) -> bytes:
