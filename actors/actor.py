@@ -123,7 +123,6 @@ class StreamActor:
         self.cache_bytes = cache_bytes
         self.cache = TailCache(0, cache_bytes)
         self.changed = m.Change()
-        self._fresh_links: set[str] = set()
         self._held: Envelope | None = None
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
         self._checkpointed = 0  # data records the log's checkpoint covers
@@ -295,8 +294,9 @@ class StreamActor:
             case m.Link():
                 self._visible(gone_status=409)
                 await self.storage.add_link(self.name, message.fork, message.incarnation)
-                self._fresh_links.add(message.fork)
                 return None
+            case m.Links():
+                return await self.storage.links(self.name)
             case m.Unlink():
                 await self._unlink(message.fork)
                 return None
@@ -355,7 +355,7 @@ class StreamActor:
             with trio.CancelScope(shield=True):
                 await self._discard_log()
                 if config.fork_source is not None:
-                    await self.registry.call(config.fork_source, m.Unlink(self.name))
+                    await self.registry.call_source(config.fork_source, m.Unlink(self.name))
             raise
         self.state = StreamState.created(record, locator)
         self.cache = TailCache.of(self.state.tail, [data], self.cache_bytes)
@@ -493,21 +493,10 @@ class StreamActor:
 
     # ---- delete, expiry, fork links -------------------------------------------------------
 
-    async def _live_links(self) -> dict[str, str]:
-        """Forks that still reference this stream; stale links (a crash mid-delete) go."""
-        links = await self.storage.links(self.name)
-        for fork, incarnation in list(links.items()):
-            if fork in self._fresh_links:
-                continue
-            if await self.storage.incarnation(fork) != incarnation:
-                await self.storage.remove_link(self.name, fork)
-                del links[fork]
-        return links
-
     async def _delete(self) -> None:
         """Soft delete while forks read our data; otherwise remove, and tell our source."""
         state = self._existing()
-        if await self._live_links():
+        if await self.storage.links(self.name):
             if not state.soft_deleted:
                 assert self.log is not None
                 record = records.SoftDelete(self.clock())
@@ -522,19 +511,22 @@ class StreamActor:
             self.log.close()
             self.log = None
         self.state = None
-        self._fresh_links.clear()
         self.registry.note_deadline(self.name, None)
         self._notify()
         if state.config.fork_source is not None:
-            await self.registry.call(state.config.fork_source, m.Unlink(self.name))
+            await self.registry.call_source(state.config.fork_source, m.Unlink(self.name))
 
     async def _expire(self) -> None:
         log.info("stream %r expired", self.name)
         await self._delete()
 
     async def _unlink(self, fork: str | None) -> None:
+        """A fork is gone (None: a check after restart). A soft-deleted stream nobody
+        references any more goes; an absent one drops the links a crash left behind."""
         if fork is not None:
             await self.storage.remove_link(self.name, fork)
-            self._fresh_links.discard(fork)
-        if self.state is not None and self.state.soft_deleted and not await self._live_links():
+        if self.state is None:
+            if fork is None:
+                await self.storage.remove(self.name)
+        elif self.state.soft_deleted and not await self.storage.links(self.name):
             await self._delete()

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,9 +89,6 @@ class Storage(Protocol):
 
     async def links(self, source: str) -> dict[str, str]:
         """Forks recorded against `source`: fork name to the fork's incarnation."""
-
-    async def incarnation(self, name: str) -> str | None:
-        """The incarnation of the stream stored under `name`, if any."""
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         """(name, TTL, Expires-At) of every stored stream that can expire."""
@@ -250,14 +247,6 @@ class MemoryStorage:
     async def fork_sources(self) -> list[str]:
         return []
 
-    async def incarnation(self, name: str) -> str | None:
-        stored = self._logs.get(name)
-        for item in framing.scan(stored or b""):
-            if isinstance(item, framing.Scanned):
-                create = records.decode(item.meta)
-                return create.incarnation if isinstance(create, records.Create) else None
-        return None
-
     def close(self) -> None:
         pass
 
@@ -294,6 +283,13 @@ def _read_checkpoint(path: str, read: framing.Read, size: int) -> tuple[int, int
         return None
     return end, at, raw[first.data_locator : first.data_locator + first.data_length]
 
+
+
+def _link_sources(directory: Path) -> Iterator[str]:
+    for path in directory.iterdir():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, cbor2.CBORDecodeError):
+            if path.suffix != ".tmp":
+                yield cbor2.loads(path.read_bytes())["source"]
 
 
 def _digest(name: str) -> str:
@@ -511,13 +507,13 @@ class FileStorage:
         try:
             os.unlink(path)
         except FileNotFoundError:
-            return  # a create that failed before its file existed; links need the file
+            path = ""  # a create that failed before its file existed, or a source long gone
         links = self._links_dir(name)
         if links.exists():
             for link in links.iterdir():
                 link.unlink(missing_ok=True)
             links.rmdir()
-        if self.durable:
+        if path and self.durable:
             _fsync_dir(os.path.dirname(path))
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None:
@@ -529,7 +525,8 @@ class FileStorage:
         path = directory / _digest(fork)
         temporary = path.with_suffix(".tmp")
         try:
-            _write_file(temporary, cbor2.dumps({"fork": fork, "id": incarnation}), self.durable)
+            link = {"fork": fork, "id": incarnation, "source": source}
+            _write_file(temporary, cbor2.dumps(link), self.durable)
             temporary.replace(path)
         except BaseException:
             temporary.unlink(missing_ok=True)  # a full disk left it behind, 0 bytes or torn
@@ -556,10 +553,6 @@ class FileStorage:
             found[doc["fork"]] = doc["id"]
         return found
 
-    async def incarnation(self, name: str) -> str | None:
-        meta = await trio.to_thread.run_sync(self._create_meta, self._file(name))
-        return meta.get("id") if meta else None
-
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return await trio.to_thread.run_sync(self._expiring)
 
@@ -567,17 +560,16 @@ class FileStorage:
         return await trio.to_thread.run_sync(self._fork_sources)
 
     def _fork_sources(self) -> list[str]:
+        """The sources named by link folders; each one's actor checks and cleans its own."""
         names = []
         for directory in (self.root / "forks").iterdir():
-            digest = directory.name
-            meta = self._create_meta(self.root / "streams" / digest[:2] / f"{digest}.log")
-            if meta is None:  # the source is gone; only a crash mid-delete leaves this
-                with contextlib.suppress(OSError):  # a read-only directory keeps it
-                    for link in directory.iterdir():
-                        link.unlink(missing_ok=True)
-                    directory.rmdir()
-            else:
-                names.append(meta["name"])
+            name = next(_link_sources(directory), None)
+            if name is None:  # links written before they named their source
+                digest = directory.name
+                meta = self._create_meta(self.root / "streams" / digest[:2] / f"{digest}.log")
+                name = meta["name"] if meta else None
+            if name is not None:
+                names.append(name)
         return names
 
     def _expiring(self) -> list[tuple[str, int | None, float | None]]:

@@ -63,6 +63,11 @@ class Link:
 
 
 @attrs.frozen
+class Links:
+    """The forks recorded against this stream, by incarnation (a check after restart)."""
+
+
+@attrs.frozen
 class Unlink:
     """A fork is gone (or, with None, a check after restart): collect a soft-deleted source."""
 
@@ -74,7 +79,9 @@ class Expire:
     pass
 
 
-Message = Create | Append | Read | Head | Delete | Describe | Advance | Link | Unlink | Expire
+Message = (
+    Create | Append | Read | Head | Delete | Describe | Advance | Link | Links | Unlink | Expire
+)
 
 
 class Change:

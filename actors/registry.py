@@ -35,6 +35,7 @@ class Registry:
         cache_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
         refusal_backoff: float = 30.0,
+        peer_timeout: float = 30.0,
     ) -> None:
         self.storage = storage
         self.idle_timeout = idle_timeout
@@ -52,6 +53,7 @@ class Registry:
         # Streams whose log failed recovery: answered without an actor until the back-off
         # passes (trio time), so a damaged log is not reopened and rescanned per request.
         self.refusal_backoff = refusal_backoff
+        self.peer_timeout = peer_timeout
         self._refused: dict[str, tuple[float, ProtocolError]] = {}
         self._nursery: trio.Nursery | None = None
         self._none_alive = trio.lowlevel.ParkingLot()
@@ -93,6 +95,20 @@ class Registry:
                 except trio.ClosedResourceError:
                     continue  # it failed while we waited for room: its successor takes it
             return await pending.wait()
+
+    async def call_source(self, source: str, message: m.Message) -> Any:
+        """What an actor uses to ask its fork source (to link, or to release it). Actors wait
+        for each other only this way, up a fork chain, never down it; chains are acyclic, so
+        no two actors can wait for each other. The timeout bounds the wait all the same."""
+        with trio.move_on_after(self.peer_timeout):
+            return await self.call(source, message)
+        raise ProtocolError(
+            503,
+            "Service Unavailable",
+            f"the fork source {source!r} did not answer in {self.peer_timeout:g} s",
+            {"Retry-After": "5"},
+            code="SOURCE_TIMEOUT",
+        )
 
     def _actor(self, name: str) -> StreamActor:
         actor = self._actors.get(name)
@@ -149,14 +165,29 @@ class Registry:
         self.deadlines_loaded.set()
 
     async def _collect_interrupted_deletes(self) -> None:
-        """A crash between deleting a fork and releasing its source leaves a soft-deleted
-        source nobody references; finish those deletes."""
+        """A crash between two steps of a fork's create or delete leaves a link to a fork
+        that is gone (or never was), and maybe a soft-deleted source nobody references.
+        Each stream is asked by message, from here, not from an actor: actors never wait
+        for each other in both directions."""
         for name in await self.storage.fork_sources():
             try:
+                links: dict[str, str] = await self.call(name, m.Links())
+                for fork, incarnation in links.items():
+                    if await self._incarnation(fork) != incarnation:
+                        await self.call(name, m.Unlink(fork))
                 await self.call(name, m.Unlink(None))
             except Exception:
                 log.exception("collecting %r failed", name)
         self.collected.set()
+
+    async def _incarnation(self, name: str) -> str | None:
+        try:
+            snapshot: m.Snapshot = await self.call(name, m.Describe())
+        except ProtocolError as error:
+            if error.status == 404:
+                return None
+            raise
+        return snapshot.incarnation
 
     async def _sweep(self) -> None:
         while True:

@@ -53,7 +53,7 @@ class Streams:
             source = fork.source
 
             async def link(incarnation: str) -> None:
-                await self.registry.call(source, m.Link(name, incarnation))
+                await self.registry.call_source(source, m.Link(name, incarnation))
 
             return await self.registry.call(name, m.Create(request, link))  # type: ignore[no-any-return]
         return await self.registry.call(name, m.Create(request))  # type: ignore[no-any-return]

@@ -324,3 +324,26 @@ async def test_a_commit_hands_its_data_to_waiting_readers() -> None:
         assert (added.start, added.end, added.data) == (3, 6, b"new")
         assert added.snapshot.tail == 6 and not added.snapshot.changed.is_set()
         nursery.cancel_scope.cancel()
+
+
+class StuckLinks(MemoryStorage):
+    """A source whose link write never finishes (a hung disk)."""
+
+    async def add_link(self, source: str, fork: str, incarnation: str) -> None:
+        await trio.sleep_forever()
+
+
+async def test_an_actor_waits_for_its_source_only_so_long(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(StuckLinks(), nursery, peer_timeout=30)
+        streams = Streams(registry)
+        await create(streams, "src")
+        with pytest.raises(ProtocolError) as error:
+            await streams.create("fork", CreateRequest(StreamConfig("")), Fork("src"))
+        assert (error.value.status, error.value.code) == (503, "SOURCE_TIMEOUT")
+        with pytest.raises(ProtocolError) as missing:
+            await streams.head("fork")  # nothing was stored
+        assert missing.value.status == 404
+        nursery.cancel_scope.cancel()

@@ -181,7 +181,6 @@ async def check_reads(log: Log, staged: list[Folded], data: list[bytes]) -> None
 async def test_an_absent_stream_is_none(backend: Backend) -> None:
     storage = backend.storage
     assert await storage.open("s", lambda *_: None) is None
-    assert await storage.incarnation("s") is None
     assert await storage.links("s") == {}
     await storage.remove("s")  # removing nothing is no error
     assert await storage.open("s", lambda *_: None) is None
@@ -192,7 +191,6 @@ async def test_a_log_with_nothing_committed_is_no_stream(backend: Backend) -> No
     log.stage(*records.encode(create()))  # staged, never committed
     log.close()
     assert await backend.restart().open("s", lambda *_: None) is None
-    assert await backend.storage.incarnation("s") is None
 
 
 async def test_reads_find_committed_data_where_stage_said(backend: Backend) -> None:
@@ -248,7 +246,6 @@ async def test_names_are_opaque(backend: Backend) -> None:
     for name in names:
         found = await stored_records(storage, name)
         assert found == [(replayed(create(name)), name.encode())]
-        assert await storage.incarnation(name) == f"incarnation of {name}"
 
 
 async def test_a_record_too_large_for_the_format_stages_nothing(
@@ -413,15 +410,6 @@ async def test_fork_links(backend: Backend) -> None:
     assert await storage.links("f") == {}
 
 
-async def test_incarnation_is_the_create_records(backend: Backend) -> None:
-    log = await backend.storage.create("s")
-    await commit(log, BATCHES)
-    assert await backend.storage.incarnation("s") == "incarnation of s"  # while open
-    log.close()
-    assert await backend.restart().incarnation("s") == "incarnation of s"
-    assert await backend.storage.incarnation("other") is None
-
-
 async def test_remove_takes_the_log_its_links_and_its_checkpoint(backend: Backend) -> None:
     storage = backend.storage
     log = await storage.create("s")
@@ -432,7 +420,7 @@ async def test_remove_takes_the_log_its_links_and_its_checkpoint(backend: Backen
     log.close()  # as an actor does: remove, then close
     storage = backend.restart()
     assert await storage.open("s", lambda *_: None) is None
-    assert (await storage.links("s"), await storage.incarnation("s")) == ({}, None)
+    assert await storage.links("s") == {}
     if backend.kind.raw is not None:
         left = [p for p in backend.place.rglob("*") if p.is_file() and p.name != "LOCK"]
         assert left == []
@@ -475,7 +463,10 @@ async def test_fork_sources_lists_stored_streams_that_had_forks(backend: Backend
     storage = backend.restart()
     found = sorted(await storage.fork_sources())
     if backend.kind.persistent:
-        assert found == ["src", "was"]
-        assert await storage.links("missing") == {}  # the scan dropped what the crash left
+        # the scan changes nothing: each source's actor checks its links and removes them
+        assert found == ["missing", "src", "was"]
+        assert await storage.links("missing") == {"h": "three"}
+        await storage.remove("missing")  # what its actor does for a stream that is gone
+        assert await storage.links("missing") == {}
     else:
         assert found == []
