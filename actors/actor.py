@@ -13,7 +13,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
@@ -26,10 +26,28 @@ from streams.errors import ProtocolError, bad_request, not_found
 from streams.headers import is_json
 from streams.machine import Reply, StreamState, encode_body
 from streams.offsets import Sentinel
-from streams.resources import exhausted, out_of_descriptors
+from streams.resources import Throttle, exhausted, out_of_descriptors
 
-if TYPE_CHECKING:
-    from actors.registry import Registry
+
+class Supervisor(Protocol):
+    """What an actor is given by whoever runs it (the registry), and all it may ask of it."""
+
+    exhaustion: Throttle  # out of file descriptors: logged once per interval, by anyone
+
+    def forget(self, actor: StreamActor) -> None:
+        """Called as the actor stops: no message may reach it any more."""
+
+    def refuse(self, name: str, error: ProtocolError) -> None:
+        """Answer `error` for this stream without an actor for a while (a damaged log)."""
+
+    def note_deadline(self, name: str, deadline: float | None) -> None:
+        """The stream's expiry deadline changed (None: it cannot expire)."""
+
+    def last_access(self, name: str, ttl: int | None, now: float) -> float:
+        """When the stream was last accessed, as far as this process knows."""
+
+    async def call_source(self, source: str, message: m.Message) -> Any:
+        """Ask the fork source `source`; bounded by a timeout."""
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +125,7 @@ class StreamActor:
     def __init__(
         self,
         name: str,
-        registry: Registry,
+        registry: Supervisor,
         storage: Storage,
         clock: Callable[[], float],
         inbox_size: int,
