@@ -105,22 +105,26 @@ class Streams:
         *,
         bound: int | None = None,
         internal: bool = False,
+        fetch: int | None = None,
     ) -> m.ReadResult:
-        """Stored bytes from `start`, stitched across fork boundaries."""
+        """Stored bytes from `start`, stitched across fork boundaries; with `fetch`, only
+        that many of them (a piece), though `end` is where the whole read ends."""
         result: m.ReadResult = await self.registry.call(
-            name, m.Read(start, max_bytes, bound, internal)
+            name, m.Read(start, max_bytes, bound, internal, fetch)
         )
         if result.source is None:
             return result
         fork_offset = result.snapshot.config.fork_offset
         limit = fork_offset if bound is None else min(bound, fork_offset)
         inherited = await self.read(
-            result.source, result.start, max_bytes, bound=limit, internal=True
+            result.source, result.start, max_bytes, bound=limit, internal=True, fetch=fetch
         )
         data, end = inherited.data, inherited.end
-        if end < fork_offset or len(data) >= max_bytes or (bound is not None and end >= bound):
+        size = end - result.start
+        if end < fork_offset or size >= max_bytes or (bound is not None and end >= bound):
             return attrs.evolve(result, end=end, data=data)
+        rest = None if fetch is None else fetch - len(data)  # 0 once the piece is full
         own: m.ReadResult = await self.registry.call(
-            name, m.Read(end, max_bytes - len(data), bound, internal=True)
+            name, m.Read(end, max_bytes - size, bound, internal=True, fetch=rest)
         )
         return m.ReadResult(own.snapshot, result.start, own.end, data + own.data)
