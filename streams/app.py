@@ -70,15 +70,19 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             idle_timeout=resolved.actor_idle_timeout,
             max_resident=resolved.max_resident_actors,
             cache_bytes=resolved.tail_cache_bytes,
+            piece_bytes=resolved.read_piece_bytes,
         )
+        protocol = StreamsHTTP(Streams(registry), resolved)
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:
                 app.registry_scope = scope
-                await registry.run(task_status=task_status)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(protocol.sends.run)
+                    await registry.run(task_status=task_status)
 
         await app.nursery.start(supervise)
-        app.protocol = StreamsHTTP(Streams(registry), resolved)
+        app.protocol = protocol
         collect_less()
 
     @app.after_serving
