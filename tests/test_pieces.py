@@ -24,7 +24,8 @@ from streams.http import StreamsHTTP
 from streams.machine import AppendRequest, CreateRequest
 from streams.records import StreamConfig
 
-PIECE = 1000  # SSE reads pieces of 750 bytes: 3/4 of this, a multiple of 3
+PIECE = 1000
+SSE_PIECE = 498  # what SSE reads at a time: half a piece, cut to a multiple of 3
 SEND_BOUND = 2 * PIECE  # the most one body send may carry here: a piece, encoded and framed
 BINARY = "application/octet-stream"
 
@@ -95,6 +96,7 @@ async def server(cache_bytes: int) -> AsyncIterator[Server]:
     streams = Streams(registry)
     settings = Settings(storage_mode="memory", read_piece_bytes=PIECE, long_poll_timeout=5)
     app = StreamsHTTP(streams, settings)
+    assert app.sse_piece == SSE_PIECE  # the text above has its line breaks at these edges
     async with trio.open_nursery() as nursery:
         await nursery.start(registry.run)
         nursery.start_soon(app.sends.run)
@@ -104,14 +106,14 @@ async def server(cache_bytes: int) -> AsyncIterator[Server]:
 
 def text_with_breaks_at_piece_edges(size: int) -> bytes:
     """Text whose CR, LF, CRLF and leading spaces sit on both sides of piece boundaries, of
-    catch-up pieces (multiples of PIECE) and SSE pieces (multiples of 750)."""
+    catch-up pieces (multiples of PIECE) and SSE pieces (multiples of SSE_PIECE)."""
     data = bytearray(b"abcdefghij" * (size // 10))
-    for edge in range(750, size - 2, 750):
+    for edge in range(SSE_PIECE, size - 2, SSE_PIECE):
         data[edge - 1 : edge + 1] = b"\r\n"  # a CRLF split between two pieces
-    for edge in range(1000, size - 2, 1000):
+    for edge in range(PIECE, size - 2, PIECE):
         data[edge - 1 : edge + 1] = b"\n "  # a line that starts a piece with a space
-    data[3 * 750 - 1] = ord("\r")  # a lone CR ending a piece
-    data[3 * 750] = ord("x")
+    data[3 * SSE_PIECE - 1] = ord("\r")  # a lone CR ending a piece
+    data[3 * SSE_PIECE] = ord("x")
     return bytes(data)
 
 
