@@ -152,19 +152,25 @@ class StreamsHTTP:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         sender = self.sends.sender(send, scope)
+        if sender.socket is not None:  # hypercorn, HTTP/1: no cancel scope (~4 us) needed
+            await self._serve(request, sender)
+            return
         with trio.CancelScope() as sender.cancel_scope:
-            try:
-                await self._route(request, sender)
-            except ProtocolError as error:
-                if not sender.started:
-                    await self._error(request, sender, error)
-            except ClientGone:
-                pass
-            except Exception:
-                log.exception("unexpected error on %s %s", request.method, scope.get("path"))
-                if not sender.started:
-                    failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
-                    await self._error(request, sender, failure)
+            await self._serve(request, sender)
+
+    async def _serve(self, request: Request, sender: Sender) -> None:
+        try:
+            await self._route(request, sender)
+        except ProtocolError as error:
+            if not sender.started:
+                await self._error(request, sender, error)
+        except ClientGone:
+            pass
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.scope.get("path"))
+            if not sender.started:
+                failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
+                await self._error(request, sender, failure)
 
     async def _route(self, request: Request, send: Sender) -> None:
         name = self._name(request.scope["path"])

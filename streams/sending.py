@@ -64,15 +64,16 @@ class Sender:
     with the watch, which aborts the connection if it stalls."""
 
     __slots__ = (
-        "_scope", "_send", "_watch", "aborted", "broken", "cancel_scope", "close_at",
-        "in_flight", "last_sent", "since", "started",
+        "_send", "_watch", "aborted", "broken", "cancel_scope", "close_at", "in_flight",
+        "last_sent", "since", "socket", "started",
     )  # fmt: skip
 
     def __init__(self, watch: SendWatch, send: Send, scope: dict[str, Any]) -> None:
         self._watch = watch
         self._send = send
-        self._scope = scope
-        self.cancel_scope: trio.CancelScope | None = None  # the response's, cancelled on abort
+        self.socket = _socket(send, scope)  # reset on abort, which ends a stalled send
+        # Without a socket to reset (HTTP/2, tests), an abort cancels the response instead.
+        self.cancel_scope: trio.CancelScope | None = None
         self.close_at = math.inf
         self.last_sent = -math.inf  # when the latest send began
         self.since = 0.0  # when the sends now in flight last made progress
@@ -114,11 +115,11 @@ class Sender:
         client never read instead of trying to deliver it."""
         self.aborted = self.broken = True
         self._watch.sending.discard(self)
-        sock = _socket(self._send, self._scope)
-        if sock is not None:
+        if self.socket is not None:  # the send returns, and hypercorn closes the connection
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RDWR)
+                linger = struct.pack("ii", 1, 0)
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.socket.shutdown(socket.SHUT_RDWR)
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
