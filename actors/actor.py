@@ -130,6 +130,7 @@ class StreamActor:
         clock: Callable[[], float],
         inbox_size: int,
         cache_bytes: int,
+        piece_bytes: int = 64 * 1024,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -140,6 +141,7 @@ class StreamActor:
         self.log: Log | None = None
         self.cache_bytes = cache_bytes
         self.cache = TailCache(0, cache_bytes)
+        self.piece_bytes = piece_bytes
         self.changed = m.Change()
         self._held: Envelope | None = None
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
@@ -262,10 +264,17 @@ class StreamActor:
         self._note_deadline()
 
     def _notify(self, added_from: int | None = None, added: bytes = b"") -> None:
-        """Wake live readers; those at `added_from` are handed the `added` bytes directly."""
+        """Wake live readers; those at `added_from` are handed the `added` bytes directly,
+        unless they are more than a piece: every reader holding this change (even one stuck
+        sending to a client that stopped reading) would keep them alive."""
         change, self.changed = self.changed, m.Change()
         result = None
-        if added_from is not None and self.state is not None and change.waiting:
+        if (
+            added_from is not None
+            and self.state is not None
+            and change.waiting
+            and len(added) <= self.piece_bytes
+        ):
             snapshot = self._snapshot(self.state)
             result = m.ReadResult(snapshot, added_from, added_from + len(added), added)
         change.publish(result)
@@ -485,11 +494,12 @@ class StreamActor:
             return m.ReadResult(snapshot, start, start, b"", state.config.fork_source)
         bound = state.tail if message.bound is None else message.bound
         end = state.read_end(start, bound, message.max_bytes)
-        data = self.cache.get(start, end)
+        stop = end if message.fetch is None else min(end, start + message.fetch)
+        data = self.cache.get(start, stop)
         if data is None:
-            slices, end = state.slices(start, bound, message.max_bytes)
+            slices, stop = state.slices(start, stop, message.max_bytes)  # cut inside a record
             assert self.log is not None
-            data = await self.log.read(slices)
+            data = await self.log.read(slices) if slices else b""
         return m.ReadResult(snapshot, start, end, data)
 
     async def _advance(self, message: m.Advance) -> tuple[int, int]:

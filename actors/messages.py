@@ -30,6 +30,9 @@ class Read:
     max_bytes: int
     bound: int | None = None  # never read at or past this position (a fork's offset)
     internal: bool = False  # a fork reading inherited data: no TTL touch, soft-delete ok
+    # Return only the first `fetch` bytes of the read (a piece of a response sent in pieces);
+    # `end` is still where the whole read ends, a record boundary. None: all of it.
+    fetch: int | None = None
 
 
 @attrs.frozen
@@ -122,8 +125,15 @@ class Snapshot:
 
 @attrs.frozen
 class ReadResult:
+    """A read of [start, end); `data` holds its first bytes, all of them unless the read was
+    asked for a piece (`Read.fetch`): the rest is then fetched by position."""
+
     snapshot: Snapshot
     start: int
     end: int
     data: bytes  # stored form; JSON streams store `message,` items
     source: str | None = None  # set when `start` lies in a fork's inherited range
+
+    @property
+    def complete(self) -> bool:
+        return self.start + len(self.data) == self.end

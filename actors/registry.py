@@ -33,6 +33,7 @@ class Registry:
         sweep_interval: float = 0.5,
         inbox_size: int = 1024,
         cache_bytes: int = 1 << 20,
+        piece_bytes: int = 64 * 1024,
         clock: Callable[[], float] = time.time,
         refusal_backoff: float = 30.0,
         peer_timeout: float = 30.0,
@@ -43,6 +44,7 @@ class Registry:
         self.sweep_interval = sweep_interval
         self.inbox_size = inbox_size
         self.cache_bytes = cache_bytes
+        self.piece_bytes = piece_bytes
         self.clock = clock
         self._actors: OrderedDict[str, StreamActor] = OrderedDict()  # least recently used first
         self._deadlines: dict[str, float] = {}  # the current deadline of each stream
@@ -116,7 +118,13 @@ class Registry:
             if self._nursery is None:
                 raise RuntimeError("registry is not running")
             actor = StreamActor(
-                name, self, self.storage, self.clock, self.inbox_size, self.cache_bytes
+                name,
+                self,
+                self.storage,
+                self.clock,
+                self.inbox_size,
+                self.cache_bytes,
+                self.piece_bytes,
             )
             self._actors[name] = actor
             self._nursery.start_soon(actor.run, self.idle_timeout)

@@ -138,12 +138,14 @@ class Streams:
         *,
         bound: int | None = None,
         internal: bool = False,
+        fetch: int | None = None,
     ) -> m.ReadResult:
         """Stored bytes from `start`, stitched across fork boundaries: down the chain to the
         stream that holds `start`, then up it, topping up from each fork's own data (a loop,
-        not recursion: chains can be deep)."""
+        not recursion: chains can be deep). With `fetch`, only that many bytes come back (a
+        piece), though `end` is where the whole read ends."""
         result: m.ReadResult = await self.registry.call(
-            name, m.Read(start, max_bytes, bound, internal)
+            name, m.Read(start, max_bytes, bound, internal, fetch)
         )
         chain: list[tuple[str, m.ReadResult, int | None]] = []
         while result.source is not None:
@@ -152,16 +154,18 @@ class Streams:
             bound = fork_offset if bound is None else min(bound, fork_offset)
             name = result.source
             result = await self.registry.call(
-                name, m.Read(result.start, max_bytes, bound, internal=True)
+                name, m.Read(result.start, max_bytes, bound, internal=True, fetch=fetch)
             )
         for name, forked, bound in reversed(chain):
             fork_offset = forked.snapshot.config.fork_offset
             data, end = result.data, result.end
-            if end < fork_offset or len(data) >= max_bytes or (bound is not None and end >= bound):
+            size = end - forked.start
+            if end < fork_offset or size >= max_bytes or (bound is not None and end >= bound):
                 result = attrs.evolve(forked, end=end, data=data)
                 continue
+            rest = None if fetch is None else fetch - len(data)  # 0 once the piece is full
             own: m.ReadResult = await self.registry.call(
-                name, m.Read(end, max_bytes - len(data), bound, internal=True)
+                name, m.Read(end, max_bytes - size, bound, internal=True, fetch=rest)
             )
             result = m.ReadResult(own.snapshot, forked.start, own.end, data + own.data)
         return result

@@ -72,20 +72,24 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             idle_timeout=resolved.actor_idle_timeout,
             max_resident=resolved.max_resident_actors,
             cache_bytes=resolved.tail_cache_bytes,
+            piece_bytes=resolved.read_piece_bytes,
         )
+        streams = Streams(registry, max_fork_depth=resolved.max_fork_depth)
+        protocol = StreamsHTTP(streams, resolved)
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:
                 app.registry_scope = scope
-                await registry.run(task_status=task_status)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(protocol.sends.run)
+                    await registry.run(task_status=task_status)
 
         await app.nursery.start(supervise)
-        streams = Streams(registry, max_fork_depth=resolved.max_fork_depth)
-        app.protocol = StreamsHTTP(streams, resolved)
+        app.protocol = protocol
         logging.getLogger(__name__).info(
             "file descriptors: %d; at most %d requests in progress",
             descriptors,
-            app.protocol.max_requests,
+            protocol.max_requests,
         )
         collect_less()
 

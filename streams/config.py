@@ -20,8 +20,10 @@ class Settings:
     data_dir: Path = Path("./data")
     long_poll_timeout: float = 20.0
     sse_reconnect_interval: float = 60.0
+    send_timeout: float = 30.0
     max_append_bytes: int = 64 * 1024 * 1024
     read_chunk_bytes: int = 1024 * 1024
+    read_piece_bytes: int = 64 * 1024
     tail_cache_bytes: int = 1024 * 1024
     max_name_bytes: int = 1024
     actor_idle_timeout: float = 10.0
@@ -61,8 +63,10 @@ class Settings:
             data_dir=Path(environ.get("DS_STORAGE__DATA_DIR", "./data")),
             long_poll_timeout=number("DS_SERVER__LONG_POLL_TIMEOUT_SECS", 20.0),
             sse_reconnect_interval=number("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", 60.0),
+            send_timeout=number("DS_SERVER__SEND_TIMEOUT_SECS", 30.0),
             max_append_bytes=max_append,
             read_chunk_bytes=int(number("DS_LIMITS__READ_CHUNK_BYTES", 1024 * 1024)),
+            read_piece_bytes=int(number("DS_LIMITS__READ_PIECE_BYTES", 64 * 1024)),
             tail_cache_bytes=int(number("DS_LIMITS__TAIL_CACHE_BYTES", 1024 * 1024)),
             max_name_bytes=int(number("DS_LIMITS__MAX_NAME_BYTES", 1024)),
             actor_idle_timeout=number("DS_ACTORS__IDLE_TIMEOUT_SECS", 10.0),

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+import attrs
 import trio
 
 from actors.messages import ReadResult
@@ -35,8 +36,10 @@ from streams.headers import (
 from streams.jsonmode import as_array
 from streams.machine import AppendRequest, CreateRequest, Reply
 from streams.offsets import Sentinel
+from streams.pieces import ReadBody
 from streams.records import StreamConfig
 from streams.resources import BodyBudget, Throttle, busy, default_max_connections, fd_limit
+from streams.sending import ClientGone, Sender, SendWatch
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -69,10 +72,6 @@ CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
 ]
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request was read."""
 
 
 class Request:
@@ -201,38 +200,45 @@ class StreamsHTTP:
         self.max_requests = settings.max_connections or default_max_connections(fd_limit())
         self.active = 0  # requests being served now
         self._refusals = Throttle()
+        self.piece = settings.read_piece_bytes
+        # SSE reads half pieces, a multiple of 3 bytes: base64 grows them by a third, and each
+        # encodes on its own. (200 stalled binary SSE readers: 32 MB, 46 MB with 3/4 pieces.)
+        self.sse_piece = max(3, self.piece // 2 // 3 * 3)
+        self.sends = SendWatch(settings.send_timeout)  # its `run` must be running
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self.budget, self.settings.body_timeout)
+        sender = self.sends.sender(send, scope)
         if self.active >= self.max_requests:
-            await self._refuse(request, send)
+            await self._refuse(request, sender)
             return
         self.active += 1
-        started = False
-
-        async def tracked(event: dict[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(event)
-
         try:
-            await self._route(request, tracked)
-        except ProtocolError as error:
-            if not started:
-                await self._error(request, send, error)
-        except ClientGone:
-            pass
-        except Exception:
-            # %r: a path can hold any decoded byte, and a raw newline would forge log lines.
-            log.exception("unexpected error on %r %r", request.method, scope.get("path"))
-            if not started:
-                failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
-                await self._error(request, send, failure)
+            if sender.socket is not None:  # hypercorn, HTTP/1: no cancel scope (~4 us) needed
+                await self._serve(request, sender)
+            else:
+                with trio.CancelScope() as sender.cancel_scope:
+                    await self._serve(request, sender)
         finally:
             self.active -= 1
             request.release()
 
-    async def _refuse(self, request: Request, send: Send) -> None:
+    async def _serve(self, request: Request, sender: Sender) -> None:
+        try:
+            await self._route(request, sender)
+        except ProtocolError as error:
+            if not sender.started:
+                await self._error(request, sender, error)
+        except ClientGone:
+            pass
+        except Exception:
+            # %r: a path can hold any decoded byte, and a raw newline would forge log lines.
+            log.exception("unexpected error on %r %r", request.method, request.scope.get("path"))
+            if not sender.started:
+                failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
+                await self._error(request, sender, failure)
+
+    async def _refuse(self, request: Request, send: Sender) -> None:
         """Over the request cap: 503 at once, and the connection closes to free its socket."""
         refused = self._refusals.note()
         if refused is not None:
@@ -245,7 +251,7 @@ class StreamsHTTP:
         request.abandoned = True
         await self._error(request, send, busy("too many requests in progress; retry later"))
 
-    async def _route(self, request: Request, send: Send) -> None:
+    async def _route(self, request: Request, send: Sender) -> None:
         scope = request.scope
         path = names.request_path(scope.get("raw_path"), scope["path"])
         name = names.from_path(path, self.settings.max_name_bytes)
@@ -327,7 +333,7 @@ class StreamsHTTP:
 
     # ---- reads --------------------------------------------------------------------------
 
-    async def _get(self, request: Request, name: str, send: Send) -> None:
+    async def _get(self, request: Request, name: str, send: Sender) -> None:
         query = request.query()
         offset_values = query.get("offset")
         if offset_values is not None and (len(offset_values) != 1 or not offset_values[0]):
@@ -342,15 +348,21 @@ class StreamsHTTP:
         if live == "sse":
             await self._sse(request, name, start, cursor, send)
             return
-        result = await self.streams.read(name, start, self.settings.read_chunk_bytes)
+        result = await self._read(name, start, self.piece)
         if live == "long-poll" and not result.data:
             result = await self._wait(name, result, self.settings.long_poll_timeout)
             if not result.data:
                 await self._respond(request, send, Reply(204, self._live_headers(result, cursor)))
                 return
-        await self._respond(
-            request, send, self._read_reply(request, result, start, cursor, bool(live))
-        )
+        reply = self._read_reply(request, result, start, cursor, bool(live))
+        json = is_json(result.snapshot.config.content_type)
+        body = None if reply.status == 304 else ReadBody(self.streams, name, result, json=json)
+        del result  # the body holds the first piece, and drops it once sent
+        await self._respond(request, send, reply, body)
+
+    async def _read(self, name: str, start: int | Sentinel, piece: int) -> ReadResult:
+        """A read's extent, at record boundaries, with its first piece of data."""
+        return await self.streams.read(name, start, self.settings.read_chunk_bytes, fetch=piece)
 
     @staticmethod
     def _at_eof(result: ReadResult) -> bool:
@@ -361,17 +373,17 @@ class StreamsHTTP:
         with trio.move_on_after(timeout):
             while not result.data and not self._at_eof(result):
                 await result.snapshot.changed.wait()
-                result = await self._read_after_change(name, result)
+                result = await self._read_after_change(name, result, self.piece)
         return result
 
-    async def _read_after_change(self, name: str, result: ReadResult) -> ReadResult:
+    async def _read_after_change(self, name: str, result: ReadResult, piece: int) -> ReadResult:
         """The read that follows `result` once its stream changed: the change itself when it
         added exactly what comes next (most live readers), else a fresh read."""
         added = result.snapshot.changed.added
-        chunk = self.settings.read_chunk_bytes
-        if added is not None and added.start == result.end and len(added.data) <= chunk:
+        limit = min(self.settings.read_chunk_bytes, piece)
+        if added is not None and added.start == result.end and len(added.data) <= limit:
             return added
-        return await self.streams.read(name, result.end, chunk)
+        return await self._read(name, result.end, piece)
 
     def _live_headers(self, result: ReadResult, cursor: str | None) -> dict[str, str]:
         headers = {"Stream-Next-Offset": offsets.encode(result.end)}
@@ -394,10 +406,9 @@ class StreamsHTTP:
         snapshot = result.snapshot
         headers = self._live_headers(result, cursor)
         headers["Content-Type"] = snapshot.config.content_type
-        body = self._body(snapshot.config.content_type, result.data)
         if start is Sentinel.NOW:
             headers["Cache-Control"] = caching.NO_STORE
-            return Reply(200, headers, body)
+            return Reply(200, headers)
         tag = caching.etag(snapshot.incarnation, result.start, result.end, self._at_eof(result))
         headers["ETag"] = tag
         if not result.data and not snapshot.closed:
@@ -407,12 +418,12 @@ class StreamsHTTP:
             headers["Cache-Control"] = caching.catch_up_cache_control(left)
         if not live and caching.matches(request.headers.get("if-none-match"), tag):
             return Reply(304, {k: v for k, v in headers.items() if k != "Content-Type"})
-        return Reply(200, headers, body)
+        return Reply(200, headers)
 
     async def _sse(
-        self, request: Request, name: str, start: int | Sentinel, cursor: str | None, send: Send
+        self, request: Request, name: str, start: int | Sentinel, cursor: str | None, send: Sender
     ) -> None:
-        result = await self.streams.read(name, start, self.settings.read_chunk_bytes)
+        result = await self._read(name, start, self.sse_piece)
         content_type = result.snapshot.config.content_type
         as_base64 = not is_text(content_type)
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -426,23 +437,30 @@ class StreamsHTTP:
                 "headers": request.response_headers() + _header_list(headers),
             }
         )
-
-        last_sent = trio.current_time()
+        # The watch closes the connection if a send is still stuck past the interval.
+        send.close_at = trio.current_time() + self.settings.sse_reconnect_interval
+        in_event = False  # a data event is being sent in pieces: nothing may come between
 
         async def emit(chunk: bytes) -> None:
-            nonlocal last_sent
-            last_sent = trio.current_time()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         async def stream_events(cancel: trio.CancelScope) -> None:
-            nonlocal result
+            nonlocal result, in_event
             with trio.move_on_after(self.settings.sse_reconnect_interval):
                 while True:
-                    event = self._control(result, cursor)
-                    if result.data:
-                        payload = self._body(content_type, result.data)
-                        event = sse.data_event(payload, base64_encoded=as_base64) + event
-                    await emit(event)
+                    control = self._control(result, cursor)
+                    if result.complete:  # the common case: the whole event in one send
+                        event = control
+                        if result.data:
+                            payload = self._body(content_type, result.data)
+                            event = sse.data_event(payload, base64_encoded=as_base64) + control
+                        await emit(event)
+                    else:
+                        body = ReadBody(self.streams, name, result, json=is_json(content_type))
+                        result = attrs.evolve(result, data=b"")  # the body holds the piece
+                        in_event = True
+                        await body.send_sse(self.sse_piece, as_base64, control, emit)
+                        in_event = False
                     if self._at_eof(result):
                         break
                     result = await self._next_sse_batch(name, result)
@@ -454,22 +472,29 @@ class StreamsHTTP:
             scope was ~7% of the CPU of an SSE fan-out to 1000 readers (py-spy)."""
             heartbeat = min(self.settings.long_poll_timeout, 15.0)
             while True:
-                await trio.sleep_until(last_sent + heartbeat)
-                if trio.current_time() >= last_sent + heartbeat:
-                    await emit(b": keep-alive\n\n")
+                await trio.sleep_until(send.last_sent + heartbeat)
+                if trio.current_time() >= send.last_sent + heartbeat:
+                    if in_event or send.in_flight:  # never inside an event; never queued
+                        await trio.sleep(heartbeat)
+                    else:
+                        await emit(b": keep-alive\n\n")
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream_events, nursery.cancel_scope)
-            nursery.start_soon(keep_warm)
-            nursery.start_soon(self._until_disconnect, request, nursery.cancel_scope)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream_events, nursery.cancel_scope)
+                nursery.start_soon(keep_warm)
+                nursery.start_soon(self._until_disconnect, request, nursery.cancel_scope)
+        except* ClientGone:
+            pass
+        if not send.broken:  # after an interrupted send, only closing the connection is left
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _next_sse_batch(self, name: str, result: ReadResult) -> ReadResult:
         """The next read with data or EOF."""
         while True:
             if result.end == result.snapshot.tail:
                 await result.snapshot.changed.wait()
-            result = await self._read_after_change(name, result)
+            result = await self._read_after_change(name, result, self.sse_piece)
             if result.data or self._at_eof(result):
                 return result
 
@@ -493,18 +518,25 @@ class StreamsHTTP:
 
     # ---- responses ----------------------------------------------------------------------
 
-    async def _respond(self, request: Request, send: Send, reply: Reply) -> None:
+    async def _respond(
+        self, request: Request, send: Sender, reply: Reply, body: ReadBody | None = None
+    ) -> None:
         headers = request.response_headers() + _header_list(reply.headers)
         if not await request.finish():
             headers.append((b"connection", b"close"))
+        if body is not None:
+            headers.append((b"content-length", str(body.length).encode()))
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            await body.send_http(self.piece, send)
+            return
         head = request.method == "HEAD"
-        body = b"" if reply.status in (204, 304) or head else reply.body
+        content = b"" if reply.status in (204, 304) or head else reply.body
         if reply.status not in (204, 304):
-            headers.append((b"content-length", str(len(body)).encode()))
+            headers.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": content})
 
-    async def _error(self, request: Request, send: Send, error: ProtocolError) -> None:
+    async def _error(self, request: Request, send: Sender, error: ProtocolError) -> None:
         headers = dict(error.headers)
         body = b""
         if error.body and request.method != "HEAD" and error.status != 304:

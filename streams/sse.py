@@ -25,6 +25,66 @@ def _data_line(line: bytes) -> bytes:
     return (b"data: " if line.startswith(b" ") else b"data:") + line + b"\n"
 
 
+class DataEvent:
+    """One `data` event written a piece of payload at a time, so a large payload is never
+    held whole: the outputs of `feed` and `end`, concatenated, equal `data_event(payload)`
+    for the concatenated pieces, wherever the pieces are cut."""
+
+    def __init__(self, *, base64_encoded: bool) -> None:
+        self.base64_encoded = base64_encoded
+        self._started = False
+        self._carry = b""  # base64: the 1-2 bytes that do not fill a 3-byte group yet
+        self._in_line = False  # text: the current line's `data:` prefix is written
+        self._after_cr = False  # text: the last piece ended in CR, which an LF may complete
+
+    def feed(self, piece: bytes) -> bytes:
+        head = self._head()
+        if self.base64_encoded:
+            return head + self._base64(piece)
+        return head + self._text(piece)
+
+    def end(self) -> bytes:
+        """The rest of the event: the last line (possibly empty) and the blank line."""
+        head = self._head()
+        if self.base64_encoded:
+            return head + base64.b64encode(self._carry) + b"\n\n"
+        return head + (b"\n\n" if self._in_line else b"data:\n\n")
+
+    def _head(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        return b"event: data\ndata:" if self.base64_encoded else b"event: data\n"
+
+    def _base64(self, piece: bytes) -> bytes:
+        if self._carry:
+            piece = self._carry + piece
+        whole = len(piece) - len(piece) % 3
+        self._carry = piece[whole:]
+        return base64.b64encode(piece[:whole] if self._carry else piece)
+
+    def _text(self, piece: bytes) -> bytes:
+        out: list[bytes] = []
+        position = 1 if self._after_cr and piece.startswith(b"\n") else 0  # a split CRLF
+        for match in _LINE_BREAK.finditer(piece, position):
+            self._line(out, piece[position : match.start()])
+            out.append(b"\n" if self._in_line else b"data:\n")
+            self._in_line = False
+            position = match.end()
+        self._line(out, piece[position:])
+        if piece:
+            self._after_cr = piece.endswith(b"\r")
+        return b"".join(out)
+
+    def _line(self, out: list[bytes], text: bytes) -> None:
+        """Part of a line: its prefix first if the line starts here."""
+        if text:
+            if not self._in_line:
+                out.append(b"data: " if text.startswith(b" ") else b"data:")
+                self._in_line = True
+            out.append(text)
+
+
 def control_event(
     next_offset: str,
     *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 
@@ -158,3 +159,59 @@ def test_data_then_control_parse_as_two_events() -> None:
     events = parse(stream)
     assert [kind for kind, _ in events] == ["data", "control"]
     assert events[0][1] == "x\ny"
+
+
+# ---- data events written a piece at a time ------------------------------------------------
+
+
+def piecewise(payload: bytes, cuts: list[int], *, base64_encoded: bool) -> bytes:
+    """The event for `payload` fed to a DataEvent in pieces cut at `cuts`."""
+    event = sse.DataEvent(base64_encoded=base64_encoded)
+    bounds = [0, *sorted(cuts), len(payload)]
+    out = [event.feed(payload[a:b]) for a, b in itertools.pairwise(bounds)]
+    return b"".join(out) + event.end()
+
+
+# Bytes rich in line breaks and spaces, so cuts often fall inside a CRLF or before a space.
+edgy_bytes = st.binary(max_size=200) | st.lists(
+    st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"a", b"\xc3\xa9", b":"]), max_size=60
+).map(b"".join)
+
+
+@given(st.data(), edgy_bytes, st.booleans())
+def test_an_event_written_in_pieces_equals_the_event_written_whole(
+    data: st.DataObject, payload: bytes, base64_encoded: bool
+) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(payload)), max_size=8))
+    whole = sse.data_event(payload, base64_encoded=base64_encoded)
+    assert piecewise(payload, cuts, base64_encoded=base64_encoded) == whole
+
+
+@pytest.mark.parametrize(
+    ("payload", "cut"),
+    [
+        (b"a\r\nb", 2),  # a CRLF split between pieces is one line break
+        (b"a\r\rb", 2),  # two CRs are two
+        (b"a\r", 2),  # a CR at the very end still ends a line
+        (b"a\n b", 2),  # a line that starts a piece with a space keeps it
+        (b"a\r\n b", 3),
+        (b"\r\n", 1),
+    ],
+)
+def test_line_breaks_and_spaces_at_piece_edges(payload: bytes, cut: int) -> None:
+    assert piecewise(payload, [cut], base64_encoded=False) == sse.data_event(
+        payload, base64_encoded=False
+    )
+
+
+def test_base64_pieces_that_are_multiples_of_three_encode_alone() -> None:
+    event = sse.DataEvent(base64_encoded=True)
+    assert event.feed(b"\x01\x02\x03") == b"event: data\ndata:AQID"
+    assert event.feed(b"\x04\x05\x06") == b"BAUG"
+    assert event.end() == b"\n\n"
+
+
+def test_an_event_with_no_pieces_is_the_empty_event() -> None:
+    for base64_encoded in (True, False):
+        event = sse.DataEvent(base64_encoded=base64_encoded)
+        assert event.end() == sse.data_event(b"", base64_encoded=base64_encoded)
