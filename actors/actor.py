@@ -21,11 +21,11 @@ from actors import framing
 from actors import messages as m
 from actors.logs import WRITE_REFUSED, CorruptLog, Log, Storage
 from actors.tail_cache import TailCache
-from streams import checkpoint, jsonmode, records
-from streams.errors import ProtocolError, bad_request, not_found
-from streams.headers import is_json
-from streams.machine import Reply, StreamState, encode_body
-from streams.offsets import Sentinel
+from streams.protocol import checkpoint, jsonmode, records
+from streams.protocol.errors import ProtocolError, bad_request, not_found
+from streams.protocol.headers import is_json
+from streams.protocol.machine import Reply, StreamState, encode_body
+from streams.protocol.offsets import Sentinel
 from streams.resources import Throttle, exhausted, out_of_descriptors
 
 

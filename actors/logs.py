@@ -23,8 +23,8 @@ import cbor2
 import trio
 
 from actors import framing
-from streams import records
-from streams.machine import Slice
+from streams.protocol import records
+from streams.protocol.machine import Slice
 
 OFFLOAD_BYTES = 1 << 20  # records at least this large are framed in a worker thread
 

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from streams.machine import AppendRequest, CreateRequest
-from streams.offsets import Sentinel
-from streams.records import StreamConfig
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ import trio
 from actors import messages as m
 from actors.actor import Pending, StreamActor
 from actors.logs import Storage
-from streams.errors import ProtocolError
+from streams.protocol.errors import ProtocolError
 from streams.resources import Throttle
 
 log = logging.getLogger(__name__)

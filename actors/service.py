@@ -12,11 +12,11 @@ import trio
 
 from actors import messages as m
 from actors.registry import Registry
-from streams import jsonmode
-from streams.errors import ProtocolError, bad_request, conflict, not_found
-from streams.headers import is_json, media_type
-from streams.machine import AppendRequest, CreateRequest, Reply
-from streams.offsets import Sentinel
+from streams.protocol import jsonmode
+from streams.protocol.errors import ProtocolError, bad_request, conflict, not_found
+from streams.protocol.headers import is_json, media_type
+from streams.protocol.machine import AppendRequest, CreateRequest, Reply
+from streams.protocol.offsets import Sentinel
 
 # JSON bodies larger than this are flattened in a worker thread, at most this many at once
 # (the GIL is shared: more threads would only take turns, and hold more bodies' memory).

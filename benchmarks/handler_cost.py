@@ -18,8 +18,8 @@ from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
 from streams.http import StreamsHTTP
-from streams.machine import CreateRequest
-from streams.records import StreamConfig
+from streams.protocol.machine import CreateRequest
+from streams.protocol.records import StreamConfig
 
 OCTETS = "application/octet-stream"
 BODY = b"x" * 100

@@ -23,8 +23,8 @@ from actors.service import Streams
 from benchmarks import client
 from benchmarks.scenarios import Plan
 from benchmarks.servers import Server
-from streams.machine import AppendRequest, CreateRequest
-from streams.records import StreamConfig
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 
 MB = 1_000_000
 OCTETS = "application/octet-stream"

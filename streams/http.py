@@ -19,10 +19,11 @@ import trio
 
 from actors.messages import ReadResult
 from actors.service import Fork, Streams
-from streams import caching, names, offsets, sse
 from streams.config import Settings
-from streams.errors import ProtocolError, bad_request
-from streams.headers import (
+from streams.pieces import ReadBody
+from streams.protocol import caching, names, offsets, sse
+from streams.protocol.errors import ProtocolError, bad_request
+from streams.protocol.headers import (
     DEFAULT_CONTENT_TYPE,
     is_json,
     is_text,
@@ -33,11 +34,10 @@ from streams.headers import (
     parse_ttl,
     valid_content_type,
 )
-from streams.jsonmode import as_array
-from streams.machine import AppendRequest, CreateRequest, Reply
-from streams.offsets import Sentinel
-from streams.pieces import ReadBody
-from streams.records import StreamConfig
+from streams.protocol.jsonmode import as_array
+from streams.protocol.machine import AppendRequest, CreateRequest, Reply
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
 from streams.resources import BodyBudget, Throttle, busy, default_max_connections, fd_limit
 from streams.sending import ClientGone, Sender, SendWatch
 

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 
 from actors.messages import ReadResult
 from actors.service import Streams
-from streams import sse
-from streams.errors import not_found
-from streams.jsonmode import as_array
+from streams.protocol import sse
+from streams.protocol.errors import not_found
+from streams.protocol.jsonmode import as_array
 from streams.sending import Send
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import trio
 
-from streams.errors import ProtocolError
+from streams.protocol.errors import ProtocolError
 
 FD_RESERVE = 64  # descriptors the process keeps for itself: stdio, lock file, epoll, threads
 EXHAUSTED_ERRNOS = (errno.EMFILE, errno.ENFILE)

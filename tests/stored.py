@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from actors.logs import Storage
-from streams.machine import Slice
-from streams.records import Record
+from streams.protocol.machine import Slice
+from streams.protocol.records import Record
 
 
 async def stored_records(storage: Storage, name: str) -> list[tuple[Record, bytes]] | None:

@@ -22,12 +22,12 @@ from actors import framing
 from actors.logs import FileStorage, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
-from streams import offsets, records
-from streams.errors import ProtocolError
-from streams.headers import Producer
-from streams.machine import AppendRequest, CreateRequest
-from streams.offsets import Sentinel
-from streams.records import StreamConfig
+from streams.protocol import offsets, records
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import Producer
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
 
 T = TypeVar("T")
 NAMES = st.sampled_from(["a", "b", "c/d", "e f", "ü"])

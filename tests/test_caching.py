@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import caching
+from streams.protocol import caching
 
 INTERVAL = caching.CURSOR_INTERVAL_SECS
 

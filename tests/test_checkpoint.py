@@ -18,12 +18,12 @@ from actors import actor
 from actors.logs import CHECKPOINT_SUFFIX, FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import Streams
-from streams import checkpoint
-from streams.errors import ProtocolError
-from streams.headers import Producer
-from streams.machine import AppendRequest, CreateRequest, StreamState
-from streams.offsets import Sentinel
-from streams.records import Append, Create, SoftDelete, StreamConfig
+from streams.protocol import checkpoint
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import Producer
+from streams.protocol.machine import AppendRequest, CreateRequest, StreamState
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import Append, Create, SoftDelete, StreamConfig
 
 OCTET = "application/octet-stream"
 RECORDS = 12  # with CHECKPOINT lowered to 10 below

@@ -8,8 +8,8 @@ import pytest
 
 from actors.service import Streams
 from streams.__main__ import main
-from streams.machine import AppendRequest, CreateRequest
-from streams.records import StreamConfig
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 from tests.on_disk import on_disk
 
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import headers
-from streams.errors import ProtocolError
-from streams.headers import MAX_SAFE_INTEGER, Producer
+from streams.protocol import headers
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import MAX_SAFE_INTEGER, Producer
 
 
 def assert_400(error: pytest.ExceptionInfo[ProtocolError]) -> None:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import jsonmode
-from streams.errors import ProtocolError
-from streams.machine import encode_body
+from streams.protocol import jsonmode
+from streams.protocol.errors import ProtocolError
+from streams.protocol.machine import encode_body
 
 JSON = "application/json"
 

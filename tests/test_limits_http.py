@@ -20,8 +20,8 @@ from actors.service import Streams
 from streams.app import create_app
 from streams.config import Settings
 from streams.http import StreamsHTTP
-from streams.machine import CreateRequest
-from streams.records import StreamConfig
+from streams.protocol.machine import CreateRequest
+from streams.protocol.records import StreamConfig
 from streams.resources import FD_RESERVE, LOG_INTERVAL, default_max_connections
 from tests.asgi import request, start
 from tests.stored import stored_data

@@ -11,13 +11,13 @@ import trio.testing
 from actors.logs import MemoryStorage
 from actors.registry import Registry
 from actors.service import Fork, Streams
-from streams import records
 from streams.config import Settings
-from streams.errors import ProtocolError
 from streams.http import StreamsHTTP
-from streams.machine import AppendRequest, CreateRequest
-from streams.offsets import Sentinel
-from streams.records import StreamConfig
+from streams.protocol import records
+from streams.protocol.errors import ProtocolError
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
 from tests.asgi import request
 from tests.stored import stored_data
 

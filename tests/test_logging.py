@@ -12,10 +12,10 @@ from actors.logs import Fold, Log, MemoryStorage, Restore
 from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
-from streams.errors import ProtocolError
 from streams.http import StreamsHTTP
-from streams.machine import CreateRequest, Reply
-from streams.records import StreamConfig
+from streams.protocol.errors import ProtocolError
+from streams.protocol.machine import CreateRequest, Reply
+from streams.protocol.records import StreamConfig
 
 FORGED = "a\nERROR:forged:line\rb"
 RAW_FORGED = b"/v1/stream/a%0AERROR:forged:line%0Db"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import jsonmode, offsets, records
-from streams.errors import ProtocolError
-from streams.headers import Producer
-from streams.machine import (
+from streams.protocol import jsonmode, offsets, records
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import Producer
+from streams.protocol.machine import (
     AppendRequest,
     CreateRequest,
     Reply,
@@ -21,7 +21,7 @@ from streams.machine import (
     StreamState,
     encode_body,
 )
-from streams.records import Append, Create, SoftDelete, StreamConfig
+from streams.protocol.records import Append, Create, SoftDelete, StreamConfig
 
 OCTET = "application/octet-stream"
 JSON = "application/json"

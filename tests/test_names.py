@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import names
-from streams.errors import ProtocolError
+from streams.protocol import names
+from streams.protocol.errors import ProtocolError
 
 LIMIT = 1024
 

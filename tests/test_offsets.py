@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import offsets
-from streams.errors import ProtocolError
-from streams.offsets import Sentinel
+from streams.protocol import offsets
+from streams.protocol.errors import ProtocolError
+from streams.protocol.offsets import Sentinel
 
 MAX = 10**16 - 1
 positions = st.integers(min_value=0, max_value=MAX)

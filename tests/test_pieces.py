@@ -18,11 +18,11 @@ from actors import messages as m
 from actors.logs import MemoryStorage
 from actors.registry import Registry
 from actors.service import Fork, Streams
-from streams import jsonmode, offsets, sse
 from streams.config import Settings
 from streams.http import StreamsHTTP
-from streams.machine import AppendRequest, CreateRequest
-from streams.records import StreamConfig
+from streams.protocol import jsonmode, offsets, sse
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 
 PIECE = 1000
 SSE_PIECE = 498  # what SSE reads at a time: half a piece, cut to a multiple of 3

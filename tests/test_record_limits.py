@@ -21,11 +21,11 @@ from actors import framing, logs
 from actors.logs import FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import FLATTEN_IN_THREAD_BYTES, Streams
-from streams import jsonmode, offsets, records
-from streams.errors import ProtocolError
-from streams.headers import Producer
-from streams.machine import AppendRequest, CreateRequest
-from streams.records import StreamConfig
+from streams.protocol import jsonmode, offsets, records
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import Producer
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 from tests.on_disk import served
 
 T = TypeVar("T")

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import records
-from streams.headers import MAX_SAFE_INTEGER, Producer
-from streams.records import Append, Create, SoftDelete, StreamConfig
+from streams.protocol import records
+from streams.protocol.headers import MAX_SAFE_INTEGER, Producer
+from streams.protocol.records import Append, Create, SoftDelete, StreamConfig
 
 times = st.floats(min_value=0, max_value=2e10, allow_nan=False)
 safe_ints = st.integers(min_value=0, max_value=MAX_SAFE_INTEGER)

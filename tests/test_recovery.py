@@ -15,10 +15,10 @@ from actors import logs
 from actors.logs import CorruptLog, FileStorage
 from actors.registry import Registry
 from actors.service import Streams
-from streams.errors import ProtocolError
-from streams.machine import AppendRequest, CreateRequest
-from streams.offsets import Sentinel
-from streams.records import StreamConfig
+from streams.protocol.errors import ProtocolError
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
 from tests.on_disk import on_disk
 from tests.stored import stored_data
 

@@ -13,10 +13,10 @@ from actors import messages as m
 from actors.logs import FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
-from streams.errors import ProtocolError
-from streams.machine import AppendRequest, CreateRequest
-from streams.offsets import Sentinel
-from streams.records import StreamConfig
+from streams.protocol.errors import ProtocolError
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
 from tests.stored import stored_data
 
 TEXT = "text/plain"

@@ -16,8 +16,8 @@ from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
 from streams.http import StreamsHTTP
-from streams.machine import AppendRequest, CreateRequest
-from streams.records import StreamConfig
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 from streams.sending import MAX_SWEEP_INTERVAL
 
 PIECE = 1000

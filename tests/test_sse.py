@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import sse
+from streams.protocol import sse
 
 _LINE = re.compile(r"\r\n|\r|\n")
 

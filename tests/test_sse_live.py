@@ -14,8 +14,8 @@ from actors.registry import Registry
 from actors.service import Streams
 from streams.config import Settings
 from streams.http import StreamsHTTP
-from streams.machine import AppendRequest, CreateRequest
-from streams.records import StreamConfig
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 
 HEARTBEAT = 5.0  # min(long-poll timeout, 15 s)
 KEEP_ALIVE = b": keep-alive\n\n"

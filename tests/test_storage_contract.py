@@ -17,10 +17,10 @@ import pytest
 
 from actors import framing
 from actors.logs import CorruptLog, FileStorage, Log, MemoryStorage, Restore, Storage
-from streams import records
-from streams.headers import Producer
-from streams.machine import Slice
-from streams.records import Append, Create, Record, SoftDelete, StreamConfig
+from streams.protocol import records
+from streams.protocol.headers import Producer
+from streams.protocol.machine import Slice
+from streams.protocol.records import Append, Create, Record, SoftDelete, StreamConfig
 from tests.stored import stored_records
 
 Folded = tuple[Record, int, int]  # what recovery hands the fold: record, data locator, length

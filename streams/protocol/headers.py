@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import attrs
 
-from streams.errors import bad_request
+from streams.protocol.errors import bad_request
 
 MAX_SAFE_INTEGER = 2**53 - 1
 # Longer digit strings are over the bound anyway; checking length first keeps int() from

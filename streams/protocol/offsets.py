@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 
-from streams.errors import bad_request
+from streams.protocol.errors import bad_request
 
 _WIDTH = 16
 _MAX = 10**_WIDTH - 1

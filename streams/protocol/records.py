@@ -1,7 +1,7 @@
 """The records a stream's log holds, and their CBOR encoding.
 
 Every change to a stream is one record, and a stream's state is a fold over its records
-(see `streams.machine`). Data, producer state, Stream-Seq and closure travel in the same
+(see `streams.protocol.machine`). Data, producer state, Stream-Seq and closure travel in the same
 record, so they are committed together or not at all.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import cbor2
 
-from streams.headers import Producer
+from streams.protocol.headers import Producer
 
 
 @attrs.frozen

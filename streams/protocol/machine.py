@@ -12,10 +12,10 @@ from array import array
 
 import attrs
 
-from streams import jsonmode, offsets
-from streams.errors import ProtocolError, bad_request, conflict, gone
-from streams.headers import Producer, format_expires_at, is_json, media_type
-from streams.records import Append, Create, Record, SoftDelete, StreamConfig
+from streams.protocol import jsonmode, offsets
+from streams.protocol.errors import ProtocolError, bad_request, conflict, gone
+from streams.protocol.headers import Producer, format_expires_at, is_json, media_type
+from streams.protocol.records import Append, Create, Record, SoftDelete, StreamConfig
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from streams.errors import bad_request
+from streams.protocol.errors import bad_request
 
 # Bodies up to this size are parsed in one call; larger ones message by message, so a worker
 # thread parsing them lets the event loop take the GIL between messages.

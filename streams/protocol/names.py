@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from streams.errors import bad_request, not_found
+from streams.protocol.errors import bad_request, not_found
 
 PREFIX = "/v1/stream/"
 _PREFIX = PREFIX.encode()

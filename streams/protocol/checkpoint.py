@@ -15,9 +15,9 @@ from typing import Any
 
 import cbor2
 
-from streams import records
-from streams.headers import Producer
-from streams.machine import StreamState
+from streams.protocol import records
+from streams.protocol.headers import Producer
+from streams.protocol.machine import StreamState
 
 VERSION = 1
 ORDER = sys.byteorder  # the index arrays are stored in the machine's own byte order
