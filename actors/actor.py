@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import trio
 
-from actors import framing
 from actors import messages as m
-from actors.logs import WRITE_REFUSED, CorruptLog, Log, Storage
+from actors.storage import CorruptLog, Log, Storage, framing
+from actors.storage.files import WRITE_REFUSED
 from actors.tail_cache import TailCache
 from streams.protocol import checkpoint, jsonmode, records
 from streams.protocol.errors import ProtocolError, bad_request, not_found

@@ -14,7 +14,7 @@ import trio
 
 from actors import messages as m
 from actors.actor import Pending, StreamActor
-from actors.logs import Storage
+from actors.storage import Storage
 from streams.protocol.errors import ProtocolError
 from streams.resources import Throttle
 

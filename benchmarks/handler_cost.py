@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from actors.logs import MemoryStorage
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage.memory import MemoryStorage
 from streams.config import Settings
 from streams.http import StreamsHTTP
 from streams.protocol.machine import CreateRequest

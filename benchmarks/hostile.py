@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import trio
 
-from actors.logs import FileStorage
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage.files import FileStorage
 from benchmarks import client
 from benchmarks.scenarios import Plan
 from benchmarks.servers import Server

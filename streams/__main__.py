@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from actors.fsck import check
+from actors.storage.fsck import check
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,11 @@ from typing import Any
 import trio
 from quart_trio import QuartTrio
 
-from actors.logs import DataDirLocked, FileStorage, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage import DataDirLocked, Storage
+from actors.storage.files import FileStorage
+from actors.storage.memory import MemoryStorage
 from streams.config import Settings
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.resources import raise_fd_limit

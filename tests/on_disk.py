@@ -8,9 +8,10 @@ from typing import TypeVar
 
 import trio
 
-from actors.logs import FileStorage, Storage
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage import Storage
+from actors.storage.files import FileStorage
 
 T = TypeVar("T")
 

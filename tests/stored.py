@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.logs import Storage
+from actors.storage import Storage
 from streams.protocol.machine import Slice
 from streams.protocol.records import Record
 

@@ -18,10 +18,11 @@ import trio
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from actors import framing
-from actors.logs import FileStorage, MemoryStorage, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
+from actors.storage import Storage, framing
+from actors.storage.files import FileStorage
+from actors.storage.memory import MemoryStorage
 from streams.protocol import offsets, records
 from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import Producer

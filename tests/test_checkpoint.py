@@ -15,9 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import actor
-from actors.logs import CHECKPOINT_SUFFIX, FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage import Fold, Log, Restore, Storage
+from actors.storage.files import CHECKPOINT_SUFFIX, FileStorage
+from actors.storage.memory import MemoryStorage
 from streams.protocol import checkpoint
 from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import Producer

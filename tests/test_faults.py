@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import trio
 
-from actors import logs
-from actors.logs import FileStorage
 from actors.registry import Registry
 from actors.service import Fork, Streams
+from actors.storage import files
+from actors.storage.files import FileStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
@@ -55,8 +55,8 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
         log_file = storage._path("s")
         size = log_file.stat().st_size
 
-        real = getattr(logs, seam)
-        monkeypatch.setattr(logs, seam, failing(error, real, partial=seam == "pwrite"))
+        real = getattr(files, seam)
+        monkeypatch.setattr(files, seam, failing(error, real, partial=seam == "pwrite"))
         with pytest.raises(ProtocolError) as failure:
             await streams.append("s", AppendRequest(TEXT, b"lost"))
         assert failure.value.status == status
@@ -65,7 +65,7 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
         assert log_file.stat().st_size == size  # no partial frame left behind
         assert (await streams.read("s", Sentinel.START, 1 << 20)).data == b"a"
 
-        monkeypatch.setattr(logs, seam, real)
+        monkeypatch.setattr(files, seam, real)
         await streams.append("s", AppendRequest(TEXT, b"b"))
         assert (await streams.read("s", Sentinel.START, 1 << 20)).data == b"ab"
         nursery.cancel_scope.cancel()
@@ -103,14 +103,14 @@ async def test_a_create_failing_on_a_full_disk_leaves_no_file(
         registry = Registry(storage)
         await nursery.start(registry.run)
         streams = Streams(registry)
-        real = getattr(logs, seam)
-        monkeypatch.setattr(logs, seam, failing_from(1, errno.ENOSPC, real))
+        real = getattr(files, seam)
+        monkeypatch.setattr(files, seam, failing_from(1, errno.ENOSPC, real))
         with pytest.raises(ProtocolError) as failure:
             await streams.create("s", CreateRequest(StreamConfig(TEXT), body=b"a"))
         assert failure.value.status == 503
         assert files_under(tmp_path / "streams") == []
 
-        monkeypatch.setattr(logs, seam, real)
+        monkeypatch.setattr(files, seam, real)
         assert (await streams.create("s", CreateRequest(StreamConfig(TEXT)))).status == 201
         nursery.cancel_scope.cancel()
     storage.close()
@@ -130,8 +130,8 @@ async def test_a_fork_failing_on_a_full_disk_leaves_no_file(
         streams = Streams(registry)
         await streams.create("src", CreateRequest(StreamConfig(TEXT), body=b"a"))
         before = files_under(tmp_path / "streams")
-        real = getattr(logs, seam)
-        monkeypatch.setattr(logs, seam, failing_from(call_number, errno.ENOSPC, real))
+        real = getattr(files, seam)
+        monkeypatch.setattr(files, seam, failing_from(call_number, errno.ENOSPC, real))
         with pytest.raises(ProtocolError) as failure:
             await streams.create("f", CreateRequest(StreamConfig("")), Fork("src"))
         assert failure.value.status == 503
@@ -139,7 +139,7 @@ async def test_a_fork_failing_on_a_full_disk_leaves_no_file(
         assert files_under(tmp_path / "forks") == []  # neither a link nor a .tmp
         assert await storage.links("src") == {}
 
-        monkeypatch.setattr(logs, seam, real)
+        monkeypatch.setattr(files, seam, real)
         assert (
             await streams.create("f", CreateRequest(StreamConfig("")), Fork("src"))
         ).status == 201

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import framing
-from actors.framing import HEADER, Scanned
+from actors.storage import framing
+from actors.storage.framing import HEADER, Scanned
 
 Record = tuple[bytes, bytes]
 

@@ -24,7 +24,7 @@ def make_streams(root: Path, names: list[str]) -> None:
 
 
 def log_of(root: Path, name: str) -> Path:
-    from actors.logs import _digest
+    from actors.storage.files import _digest
 
     digest = _digest(name)
     return root / "streams" / digest[:2] / f"{digest}.log"

@@ -14,9 +14,10 @@ import pytest
 import trio
 import trio.testing
 
-from actors.logs import Fold, Log, MemoryStorage, Restore
 from actors.registry import EXPIRY_RETRY_SECS, Registry
 from actors.service import Streams
+from actors.storage import Fold, Log, Restore
+from actors.storage.memory import MemoryStorage
 from streams.app import create_app
 from streams.config import Settings
 from streams.http import StreamsHTTP

@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors.logs import MemoryStorage
 from actors.registry import Registry
 from actors.service import Fork, Streams
+from actors.storage.memory import MemoryStorage
 from streams.config import Settings
 from streams.http import StreamsHTTP
 from streams.protocol import records

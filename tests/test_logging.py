@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import trio
 
-from actors.logs import Fold, Log, MemoryStorage, Restore
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage import Fold, Log, Restore
+from actors.storage.memory import MemoryStorage
 from streams.config import Settings
 from streams.http import StreamsHTTP
 from streams.protocol.errors import ProtocolError

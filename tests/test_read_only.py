@@ -20,10 +20,10 @@ import httpx
 import pytest
 import trio
 
-from actors import logs
-from actors.logs import FileStorage
 from actors.registry import Registry
 from actors.service import Fork, Streams
+from actors.storage import DataDirLocked, files
+from actors.storage.files import FileStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
@@ -63,7 +63,7 @@ def make_read_only(
             chmodded.append(root)
             return errno.EACCES
         error: int = getattr(errno, request.param)
-        monkeypatch.setattr(logs, "open_file", refusing_writes(error))
+        monkeypatch.setattr(files, "open_file", refusing_writes(error))
         return error
 
     if request.param == "chmod" and os.geteuid() == 0:
@@ -143,7 +143,7 @@ async def test_a_read_only_directory_still_excludes_a_second_process(
     await write_data(tmp_path)
     make_read_only(tmp_path)
     first = FileStorage(tmp_path, durable=True)
-    with pytest.raises(logs.DataDirLocked):
+    with pytest.raises(DataDirLocked):
         FileStorage(tmp_path, durable=True)
     first.close()
 
@@ -233,8 +233,8 @@ async def test_a_file_system_turning_read_only_under_a_running_server(
         def read_only_fs(fd: int, *args: Any) -> int:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-        monkeypatch.setattr(logs, "pwrite", read_only_fs)
-        monkeypatch.setattr(logs, "open_file", refusing_writes(errno.EROFS))
+        monkeypatch.setattr(files, "pwrite", read_only_fs)
+        monkeypatch.setattr(files, "open_file", refusing_writes(errno.EROFS))
         with pytest.raises(ProtocolError) as refused:
             await streams.append("s", AppendRequest(TEXT, b"lost"))
         assert (refused.value.status, refused.value.code) == (503, "STORAGE_READ_ONLY")

@@ -17,10 +17,11 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import framing, logs
-from actors.logs import FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import FLATTEN_IN_THREAD_BYTES, Streams
+from actors.storage import OFFLOAD_BYTES, Fold, Log, Restore, Storage, files, framing
+from actors.storage.files import FileStorage
+from actors.storage.memory import MemoryStorage
 from streams.protocol import jsonmode, offsets, records
 from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import Producer
@@ -207,7 +208,7 @@ class GatedStorage:
 
 
 def test_recovery_runs_off_the_event_loop(backend: Backend) -> None:
-    body = b"x" * logs.OFFLOAD_BYTES  # memory mode replays smaller logs inline
+    body = b"x" * OFFLOAD_BYTES  # memory mode replays smaller logs inline
     backend.session(lambda s: s.create("s", CreateRequest(StreamConfig(OCTET), body=body)))
 
     async def main() -> None:
@@ -245,7 +246,7 @@ def test_reopening_reads_the_log_a_window_at_a_time(
 
     backend.session(write)
     reads: list[int] = []
-    real = logs.pread
+    real = files.pread
 
     def spy(fd: int, length: int, offset: int) -> bytes:
         reads.append(length)
@@ -262,7 +263,7 @@ def test_reopening_reads_the_log_a_window_at_a_time(
             storage.close()
         return sum(lengths)
 
-    monkeypatch.setattr(logs, "pread", spy)
+    monkeypatch.setattr(files, "pread", spy)
     assert trio.run(reopen) == len(chunk) * count
     assert reads and max(reads) <= framing.WINDOW
 

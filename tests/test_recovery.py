@@ -11,10 +11,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors import logs
-from actors.logs import CorruptLog, FileStorage
 from actors.registry import Registry
 from actors.service import Streams
+from actors.storage import CorruptLog, files
+from actors.storage import replay as storage_replay
+from actors.storage.files import FileStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
@@ -53,7 +54,7 @@ def recovered_data(root: Path) -> list[bytes]:
 
 def frame_starts(root: Path) -> list[int]:
     """Where each record's frame starts, from the recovered locators."""
-    from actors import framing
+    from actors.storage import framing
 
     data = log_path(root).read_bytes()
     return [
@@ -94,7 +95,7 @@ def test_truncation_at_every_byte_of_the_last_record(pristine: Path, tmp_path: P
 def test_corruption_at_every_byte_of_the_last_record(pristine: Path, tmp_path: Path) -> None:
     """A bad body in the last frame is an interrupted write and is cut off; a bad header
     cannot come from an interrupted write, so it is refused as corruption."""
-    from actors.framing import HEADER
+    from actors.storage.framing import HEADER
 
     starts = frame_starts(pristine)
     size = log_path(pristine).stat().st_size
@@ -155,14 +156,14 @@ async def test_a_damaged_log_is_refused_without_reopening_until_its_back_off_pas
     root = damaged_copy(pristine, tmp_path, "corrupt", starts[1] + 20)
     storage = FileStorage(root, durable=True)
     opens = 0
-    real_replay = logs.replay
+    real_replay = storage_replay
 
     def counted_replay(*args: Any) -> Any:
         nonlocal opens
         opens += 1
         return real_replay(*args)
 
-    monkeypatch.setattr(logs, "replay", counted_replay)
+    monkeypatch.setattr(files, "replay", counted_replay)
     try:
         async with trio.open_nursery() as nursery:
             registry = Registry(storage, refusal_backoff=30)

@@ -10,9 +10,11 @@ import trio
 import trio.testing
 
 from actors import messages as m
-from actors.logs import FileStorage, Fold, Log, MemoryStorage, Restore, Storage
 from actors.registry import Registry
 from actors.service import Fork, Streams
+from actors.storage import Fold, Log, Restore, Storage
+from actors.storage.files import FileStorage
+from actors.storage.memory import MemoryStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel

@@ -1,4 +1,4 @@
-"""The storage interface's contract (`actors.logs.Storage` and `Log`), written once.
+"""The storage interface's contract (`actors.storage.Storage` and `Log`), written once.
 
 Every test runs against every backend in `KINDS`; a new backend is done when, added there,
 it passes. Backends may differ only where their `Kind` says so, in a documented capability
@@ -15,8 +15,9 @@ from typing import Any
 import attrs
 import pytest
 
-from actors import framing
-from actors.logs import CorruptLog, FileStorage, Log, MemoryStorage, Restore, Storage
+from actors.storage import CorruptLog, Log, Restore, Storage, framing
+from actors.storage.files import FileStorage
+from actors.storage.memory import MemoryStorage
 from streams.protocol import records
 from streams.protocol.headers import Producer
 from streams.protocol.machine import Slice

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 
-from actors import framing
-from actors.logs import FileStorage
+from actors.storage import framing
+from actors.storage.files import FileStorage
 
 
 @attrs.frozen

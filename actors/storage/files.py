@@ -1,9 +1,4 @@
-"""Storage behind a small interface: one append-only log per stream, plus fork links.
-
-`MemoryStorage` keeps logs in byte arrays, `FileStorage` in files under a data directory.
-Both use the same frames, so an actor recovers the same way from either. Only actors call
-these; blocking file I/O runs in worker threads so one slow disk never stalls the loop.
-"""
+"""Logs in files under a data directory: one file per stream, fork links, checkpoints."""
 
 from __future__ import annotations
 
@@ -14,19 +9,16 @@ import hashlib
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import cbor2
 import trio
 
-from actors import framing
-from streams.protocol import records
+from actors.storage import DataDirLocked, Fold, Log, Restore, Staged, frames, framing, replay
 from streams.protocol.machine import Slice
-
-OFFLOAD_BYTES = 1 << 20  # records at least this large are framed in a worker thread
 
 # The system calls a commit makes, the one that opens files, and recovery's reads, as seams
 # for fault-injection tests (a read-only data directory cannot be made by chmod for root).
@@ -38,220 +30,8 @@ pread = os.pread
 # What opening for writing answers in a read-only data directory (mount, mode, attribute).
 WRITE_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-
-class CorruptLog(RuntimeError):
-    """A log damaged before its last record: recovery will not drop acknowledged data."""
-
-
-class DataDirLocked(RuntimeError):
-    """Another process owns the data directory."""
-
-
-class Log(Protocol):
-    end: int
-
-    def stage(self, meta: bytes, data: bytes) -> int:
-        """Buffer one frame; returns where its data will sit."""
-
-    async def commit(self) -> None:
-        """Write everything staged, durable to the storage mode's promise."""
-
-    async def read(self, slices: Iterable[Slice]) -> bytes:
-        """The data of `slices` (in log order, none past `end`), joined; none gives b""."""
-
-    async def checkpoint(self, state: bytes) -> None:
-        """Keep `state` as what the log holds up to its end, for the next `open`."""
-
-    def close(self) -> None: ...
-
-
-# Recovery hands each record to a fold: (record without its data, data locator, data length).
-Fold = Callable[[records.Record, int, int], None]
-# ... unless a checkpoint covers a prefix of the log: `restore` takes it (False: unusable),
-# and only the records after that prefix are folded.
-Restore = Callable[[bytes], bool]
-
-
-class Storage(Protocol):
-    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
-        """The stream's log, its records replayed through `fold` first (in a worker thread,
-        reading the log a window at a time); None if there is no such stream."""
-
-    async def create(self, name: str) -> Log: ...
-
-    async def remove(self, name: str) -> None: ...
-
-    async def add_link(self, source: str, fork: str, incarnation: str) -> None: ...
-
-    async def remove_link(self, source: str, fork: str) -> None: ...
-
-    async def links(self, source: str) -> dict[str, str]:
-        """Forks recorded against `source`: fork name to the fork's incarnation."""
-
-    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
-        """(name, TTL, Expires-At) of every stored stream that can expire."""
-
-    async def fork_sources(self) -> list[str]:
-        """Streams that have, or had, forks recorded against them."""
-
-    def close(self) -> None: ...
-
-
-def replay(
-    read: framing.Read, size: int, fold: Fold, start: int = 0, repair: bool = False
-) -> tuple[int, int, int | None]:
-    """Feeds the records of a log from `start` to `fold`; returns (records, end of the valid
-    prefix, where the last record's frame starts). A torn tail is left out; damage further
-    back raises `CorruptLog`, unless `repair` accepts the loss. Memory stays bounded: one
-    window of the log, and metadata one record at a time."""
-    count = end = 0
-    last = None
-    for item in framing.scan_source(read, size, start):
-        if isinstance(item, int):
-            end = item
-            if not repair and end < size and not framing.torn_source(read, size, end):
-                raise CorruptLog(f"damaged record at byte {end} of {size}")
-            break
-        record = records.decode(item.meta)
-        if count == 0 and start == 0 and not isinstance(record, records.Create):
-            raise ValueError("log does not start with a create record")
-        fold(record, item.data_locator, item.data_length)
-        last = item.data_locator - framing.data_offset(item.meta)
-        count += 1
-    return count, end, last
-
-
-@attrs.define
-class Staged:
-    """Records waiting for a log's next commit; their frames (a copy and a checksum of the
-    data) are made at commit, off the event loop when large."""
-
-    records: list[tuple[bytes, bytes]] = attrs.field(factory=list)
-    size: int = 0
-
-    def add(self, end: int, meta: bytes, data: bytes) -> int:
-        """Stage one record after `end` (the committed end); returns where its data will
-        sit. Raises `framing.FrameTooLarge`, staging nothing, for what no frame can hold."""
-        framing.check_size(len(meta), len(data))
-        locator = end + self.size + framing.data_offset(meta)
-        self.records.append((meta, data))
-        self.size += framing.frame_size(meta, len(data))
-        return locator
-
-    def take(self) -> list[tuple[bytes, bytes]]:
-        taken, self.records, self.size = self.records, [], 0
-        return taken
-
-
-def frames(staged: list[tuple[bytes, bytes]]) -> bytes:
-    return b"".join(framing.frame(meta, data) for meta, data in staged)
-
-
-async def framed(staged: list[tuple[bytes, bytes]]) -> bytes:
-    """The frames of staged records, made in a worker thread when they are large."""
-    if sum(len(data) for _, data in staged) < OFFLOAD_BYTES:
-        return frames(staged)
-    return await trio.to_thread.run_sync(frames, staged)
-
-
-# ---- memory ------------------------------------------------------------------------------
-
-
-@attrs.define
-class MemoryLog:
-    buffer: bytearray
-    _on_close: Callable[[bytearray], None]  # the storage keeps the closed log
-    _on_checkpoint: Callable[[int, bytes], None]
-    end: int = 0
-    _staged: Staged = attrs.field(factory=Staged)
-
-    def stage(self, meta: bytes, data: bytes) -> int:
-        return self._staged.add(self.end, meta, data)
-
-    async def commit(self) -> None:
-        self.buffer += await framed(self._staged.take())
-        self.end = len(self.buffer)
-
-    async def read(self, slices: Iterable[Slice]) -> bytes:
-        view = memoryview(self.buffer)
-        return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)
-
-    async def checkpoint(self, state: bytes) -> None:
-        self._on_checkpoint(self.end, state)
-
-    def close(self) -> None:
-        self._staged.take()
-        self._on_close(self.buffer)
-
-
-@attrs.define
-class MemoryStorage:
-    """A running actor appends to its log's bytearray; when it stops, the log is kept as a
-    compact `bytes` copy (100k streams created then idle: RSS 163 -> 155 MiB)."""
-
-    _logs: dict[str, bytes | bytearray] = attrs.field(factory=dict)
-    _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    _checkpoints: dict[str, tuple[int, bytes]] = attrs.field(factory=dict)
-
-    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
-        stored = self._logs.get(name)
-        if not stored:
-            return None
-        stored = bytes(stored)  # a live log's bytearray may grow while a thread reads it
-        start, blob = self._checkpoints.get(name, (0, None))  # b"" is a state too
-        if blob is None or start > len(stored) or restore is None or not restore(blob):
-            start = 0
-        arguments = (framing.reader(stored), len(stored), fold, start)
-        if len(stored) - start < OFFLOAD_BYTES:  # a thread hop would cost more than replay
-            _, end, _ = replay(*arguments)
-        else:
-            _, end, _ = await trio.to_thread.run_sync(replay, *arguments)
-        return self._live(name, bytearray(memoryview(stored)[:end]))
-
-    async def create(self, name: str) -> Log:
-        self._checkpoints.pop(name, None)
-        return self._live(name, bytearray())
-
-    def _live(self, name: str, buffer: bytearray) -> MemoryLog:
-        self._logs[name] = buffer
-
-        def keep(closed: bytearray) -> None:
-            if self._logs.get(name) is closed:  # not removed or recreated meanwhile
-                self._logs[name] = bytes(closed)
-
-        def checkpoint(end: int, state: bytes) -> None:
-            if self._logs.get(name) is buffer:
-                self._checkpoints[name] = (end, state)
-
-        return MemoryLog(buffer, keep, checkpoint, len(buffer))
-
-    async def remove(self, name: str) -> None:
-        self._logs.pop(name, None)
-        self._links.pop(name, None)
-        self._checkpoints.pop(name, None)
-
-    async def add_link(self, source: str, fork: str, incarnation: str) -> None:
-        self._links.setdefault(source, {})[fork] = incarnation
-
-    async def remove_link(self, source: str, fork: str) -> None:
-        self._links.get(source, {}).pop(fork, None)
-
-    async def links(self, source: str) -> dict[str, str]:
-        return dict(self._links.get(source, {}))
-
-    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
-        return []  # nothing outlives the process, and live actors report their own
-
-    async def fork_sources(self) -> list[str]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
-# ---- files -------------------------------------------------------------------------------
 
 CHECKPOINT_SUFFIX = ".ckpt"
 
@@ -415,7 +195,7 @@ class FileStorage:
         (self.root / "forks").mkdir(exist_ok=True)
         fd, self.refused = _open_writable(self.root / "LOCK", os.O_CREAT)  # flock needs no write
         if self.refused:
-            log.warning(
+            logger.warning(
                 "data directory %s is read-only (%s): serving reads, refusing writes",
                 self.root,
                 os.strerror(self.refused),

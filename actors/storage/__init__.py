@@ -1,0 +1,137 @@
+"""Storage behind a small interface: one append-only log per stream, plus fork links.
+
+Backends: `memory.MemoryStorage` keeps logs in byte arrays, `files.FileStorage` in files under
+a data directory. Both use the same frames (`framing`), so an actor recovers the same way
+from either. Only a stream's actor touches its log; blocking file I/O runs in worker threads
+so one slow disk never stalls the loop. `tests/test_storage_contract.py` is the contract a
+backend must pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import attrs
+import trio
+
+from actors.storage import framing
+from streams.protocol import records
+from streams.protocol.machine import Slice
+
+OFFLOAD_BYTES = 1 << 20  # records at least this large are framed in a worker thread
+
+
+class CorruptLog(RuntimeError):
+    """A log damaged before its last record: recovery will not drop acknowledged data."""
+
+
+class DataDirLocked(RuntimeError):
+    """Another process owns the data directory."""
+
+
+class Log(Protocol):
+    end: int
+
+    def stage(self, meta: bytes, data: bytes) -> int:
+        """Buffer one frame; returns where its data will sit."""
+
+    async def commit(self) -> None:
+        """Write everything staged, durable to the storage mode's promise."""
+
+    async def read(self, slices: Iterable[Slice]) -> bytes:
+        """The data of `slices` (in log order, none past `end`), joined; none gives b""."""
+
+    async def checkpoint(self, state: bytes) -> None:
+        """Keep `state` as what the log holds up to its end, for the next `open`."""
+
+    def close(self) -> None: ...
+
+
+# Recovery hands each record to a fold: (record without its data, data locator, data length).
+Fold = Callable[[records.Record, int, int], None]
+# ... unless a checkpoint covers a prefix of the log: `restore` takes it (False: unusable),
+# and only the records after that prefix are folded.
+Restore = Callable[[bytes], bool]
+
+
+class Storage(Protocol):
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
+        """The stream's log, its records replayed through `fold` first (in a worker thread,
+        reading the log a window at a time); None if there is no such stream."""
+
+    async def create(self, name: str) -> Log: ...
+
+    async def remove(self, name: str) -> None: ...
+
+    async def add_link(self, source: str, fork: str, incarnation: str) -> None: ...
+
+    async def remove_link(self, source: str, fork: str) -> None: ...
+
+    async def links(self, source: str) -> dict[str, str]:
+        """Forks recorded against `source`: fork name to the fork's incarnation."""
+
+    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
+        """(name, TTL, Expires-At) of every stored stream that can expire."""
+
+    async def fork_sources(self) -> list[str]:
+        """Streams that have, or had, forks recorded against them."""
+
+    def close(self) -> None: ...
+
+
+def replay(
+    read: framing.Read, size: int, fold: Fold, start: int = 0, repair: bool = False
+) -> tuple[int, int, int | None]:
+    """Feeds the records of a log from `start` to `fold`; returns (records, end of the valid
+    prefix, where the last record's frame starts). A torn tail is left out; damage further
+    back raises `CorruptLog`, unless `repair` accepts the loss. Memory stays bounded: one
+    window of the log, and metadata one record at a time."""
+    count = end = 0
+    last = None
+    for item in framing.scan_source(read, size, start):
+        if isinstance(item, int):
+            end = item
+            if not repair and end < size and not framing.torn_source(read, size, end):
+                raise CorruptLog(f"damaged record at byte {end} of {size}")
+            break
+        record = records.decode(item.meta)
+        if count == 0 and start == 0 and not isinstance(record, records.Create):
+            raise ValueError("log does not start with a create record")
+        fold(record, item.data_locator, item.data_length)
+        last = item.data_locator - framing.data_offset(item.meta)
+        count += 1
+    return count, end, last
+
+
+@attrs.define
+class Staged:
+    """Records waiting for a log's next commit; their frames (a copy and a checksum of the
+    data) are made at commit, off the event loop when large."""
+
+    records: list[tuple[bytes, bytes]] = attrs.field(factory=list)
+    size: int = 0
+
+    def add(self, end: int, meta: bytes, data: bytes) -> int:
+        """Stage one record after `end` (the committed end); returns where its data will
+        sit. Raises `framing.FrameTooLarge`, staging nothing, for what no frame can hold."""
+        framing.check_size(len(meta), len(data))
+        locator = end + self.size + framing.data_offset(meta)
+        self.records.append((meta, data))
+        self.size += framing.frame_size(meta, len(data))
+        return locator
+
+    def take(self) -> list[tuple[bytes, bytes]]:
+        taken, self.records, self.size = self.records, [], 0
+        return taken
+
+
+def frames(staged: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(framing.frame(meta, data) for meta, data in staged)
+
+
+async def framed(staged: list[tuple[bytes, bytes]]) -> bytes:
+    """The frames of staged records, made in a worker thread when they are large."""
+    if sum(len(data) for _, data in staged) < OFFLOAD_BYTES:
+        return frames(staged)
+    return await trio.to_thread.run_sync(frames, staged)

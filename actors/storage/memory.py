@@ -1,0 +1,112 @@
+"""Logs in memory: byte arrays with the same frames as files, nothing on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import attrs
+import trio
+
+from actors.storage import (
+    OFFLOAD_BYTES,
+    Fold,
+    Log,
+    Restore,
+    Staged,
+    framed,
+    framing,
+    replay,
+)
+from streams.protocol.machine import Slice
+
+
+@attrs.define
+class MemoryLog:
+    buffer: bytearray
+    _on_close: Callable[[bytearray], None]  # the storage keeps the closed log
+    _on_checkpoint: Callable[[int, bytes], None]
+    end: int = 0
+    _staged: Staged = attrs.field(factory=Staged)
+
+    def stage(self, meta: bytes, data: bytes) -> int:
+        return self._staged.add(self.end, meta, data)
+
+    async def commit(self) -> None:
+        self.buffer += await framed(self._staged.take())
+        self.end = len(self.buffer)
+
+    async def read(self, slices: Iterable[Slice]) -> bytes:
+        view = memoryview(self.buffer)
+        return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)
+
+    async def checkpoint(self, state: bytes) -> None:
+        self._on_checkpoint(self.end, state)
+
+    def close(self) -> None:
+        self._staged.take()
+        self._on_close(self.buffer)
+
+
+@attrs.define
+class MemoryStorage:
+    """A running actor appends to its log's bytearray; when it stops, the log is kept as a
+    compact `bytes` copy (100k streams created then idle: RSS 163 -> 155 MiB)."""
+
+    _logs: dict[str, bytes | bytearray] = attrs.field(factory=dict)
+    _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    _checkpoints: dict[str, tuple[int, bytes]] = attrs.field(factory=dict)
+
+    async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
+        stored = self._logs.get(name)
+        if not stored:
+            return None
+        stored = bytes(stored)  # a live log's bytearray may grow while a thread reads it
+        start, blob = self._checkpoints.get(name, (0, None))  # b"" is a state too
+        if blob is None or start > len(stored) or restore is None or not restore(blob):
+            start = 0
+        arguments = (framing.reader(stored), len(stored), fold, start)
+        if len(stored) - start < OFFLOAD_BYTES:  # a thread hop would cost more than replay
+            _, end, _ = replay(*arguments)
+        else:
+            _, end, _ = await trio.to_thread.run_sync(replay, *arguments)
+        return self._live(name, bytearray(memoryview(stored)[:end]))
+
+    async def create(self, name: str) -> Log:
+        self._checkpoints.pop(name, None)
+        return self._live(name, bytearray())
+
+    def _live(self, name: str, buffer: bytearray) -> MemoryLog:
+        self._logs[name] = buffer
+
+        def keep(closed: bytearray) -> None:
+            if self._logs.get(name) is closed:  # not removed or recreated meanwhile
+                self._logs[name] = bytes(closed)
+
+        def checkpoint(end: int, state: bytes) -> None:
+            if self._logs.get(name) is buffer:
+                self._checkpoints[name] = (end, state)
+
+        return MemoryLog(buffer, keep, checkpoint, len(buffer))
+
+    async def remove(self, name: str) -> None:
+        self._logs.pop(name, None)
+        self._links.pop(name, None)
+        self._checkpoints.pop(name, None)
+
+    async def add_link(self, source: str, fork: str, incarnation: str) -> None:
+        self._links.setdefault(source, {})[fork] = incarnation
+
+    async def remove_link(self, source: str, fork: str) -> None:
+        self._links.get(source, {}).pop(fork, None)
+
+    async def links(self, source: str) -> dict[str, str]:
+        return dict(self._links.get(source, {}))
+
+    async def expiring(self) -> list[tuple[str, int | None, float | None]]:
+        return []  # nothing outlives the process, and live actors report their own
+
+    async def fork_sources(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
