@@ -49,7 +49,8 @@ class Supervisor(Protocol):
     async def call_source(self, source: str, message: m.Message) -> Any:
         """Ask the fork source `source`; bounded by a timeout."""
 
-log = logging.getLogger(__name__)
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 FSCK = "python -m streams fsck DATA_DIR --repair"
@@ -162,13 +163,13 @@ class StreamActor:
             if isinstance(error, CorruptLog):
                 # Reopening cannot help until an operator repairs the log: the registry
                 # answers for the stream meanwhile, and this is logged once per back-off.
-                log.error("stream %r is refused: %s; run `%s`", self.name, error, FSCK)
+                logger.error("stream %r is refused: %s; run `%s`", self.name, error, FSCK)
                 self.registry.refuse(self.name, actor_failed(self.name, error))
             elif not exhausted(error):
-                log.exception("stream actor %r failed", self.name)
+                logger.exception("stream actor %r failed", self.name)
             elif (count := self.registry.exhaustion.note()) is not None:
                 # Every request may hit this at once: one line per interval, not per request.
-                log.error("out of file descriptors (%s): %d stream actor(s) failed", error, count)
+                logger.error("out of file descriptors (%s): %d stream actor(s) failed", error, count)
             failure = error
         finally:
             self._stop(actor_failed(self.name, failure))
@@ -248,7 +249,7 @@ class StreamActor:
             """Runs in the storage's worker thread; the state is nobody else's yet."""
             nonlocal recovered
             if recovered is None:
-                assert isinstance(record, records.Create)
+                assert isinstance(record, records.CreateRecord)
                 recovered = StreamState.created(record, locator, length)
             else:
                 recovered.apply(record, locator, length)
@@ -291,7 +292,7 @@ class StreamActor:
             state = self.state
             if state is not None and not state.soft_deleted and state.expired(self.clock()):
                 await self._expire()
-            if isinstance(message, m.Append):
+            if isinstance(message, m.AppendMessage):
                 await self._append_batch(envelope)
                 return
             pending.set(await self._dispatch(message))
@@ -303,7 +304,7 @@ class StreamActor:
 
     async def _dispatch(self, message: m.Message) -> Any:
         match message:
-            case m.Create():
+            case m.CreateMessage():
                 return await self._create(message)
             case m.Read():
                 return await self._read(message)
@@ -357,7 +358,7 @@ class StreamActor:
 
     # ---- create -------------------------------------------------------------------------
 
-    async def _create(self, message: m.Create) -> Reply:
+    async def _create(self, message: m.CreateMessage) -> Reply:
         request = message.request
         if self.state is not None:
             return self.state.recreate(request)
@@ -366,7 +367,9 @@ class StreamActor:
             config.content_type, request.body, creating=True, flattened=request.flattened
         )
         incarnation = uuid.uuid4().hex
-        record = records.Create(self.name, config, incarnation, self.clock(), request.closed, data)
+        record = records.CreateRecord(
+            self.name, config, incarnation, self.clock(), request.closed, data
+        )
         meta, _ = records.encode(record)
         try:
             framing.check_size(len(meta), len(data))
@@ -399,7 +402,7 @@ class StreamActor:
         try:
             await self.storage.remove(self.name)
         except OSError:
-            log.warning("removing the log of failed create %r failed", self.name, exc_info=True)
+            logger.warning("removing the log of failed create %r failed", self.name, exc_info=True)
 
     # ---- append -------------------------------------------------------------------------
 
@@ -415,7 +418,7 @@ class StreamActor:
                 envelope = self._inbox.receive_nowait()
             except trio.WouldBlock:
                 break
-            if not isinstance(envelope[0], m.Append):
+            if not isinstance(envelope[0], m.AppendMessage):
                 self._held = envelope
                 break
             batch.append(envelope)
@@ -447,7 +450,7 @@ class StreamActor:
         staged: list[bytes] = []
         now = self.clock()
         for message, pending in batch:
-            assert isinstance(message, m.Append)
+            assert isinstance(message, m.AppendMessage)
             try:
                 planned = state.plan_append(message.request, now)
             except ProtocolError as error:
@@ -527,7 +530,7 @@ class StreamActor:
         if await self.storage.links(self.name):
             if not state.soft_deleted:
                 assert self.log is not None
-                record = records.SoftDelete(self.clock())
+                record = records.SoftDeleteRecord(self.clock())
                 locator = self.log.stage(*records.encode(record))
                 await self.log.commit()
                 state.apply(record, locator)
@@ -545,7 +548,7 @@ class StreamActor:
             await self.registry.call_source(state.config.fork_source, m.Unlink(self.name))
 
     async def _expire(self) -> None:
-        log.info("stream %r expired", self.name)
+        logger.info("stream %r expired", self.name)
         await self._delete()
 
     async def _unlink(self, fork: str | None) -> None:

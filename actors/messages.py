@@ -13,14 +13,14 @@ from streams.protocol.records import StreamConfig
 
 
 @attrs.frozen
-class Create:
+class CreateMessage:
     request: CreateRequest
     # For forks: registers the new fork (by incarnation) with its source before commit.
     link: Callable[[str], Awaitable[None]] | None = None
 
 
 @attrs.frozen
-class Append:
+class AppendMessage:
     request: AppendRequest
 
 
@@ -83,7 +83,17 @@ class Expire:
 
 
 Message = (
-    Create | Append | Read | Head | Delete | Describe | Advance | Link | Links | Unlink | Expire
+    CreateMessage
+    | AppendMessage
+    | Read
+    | Head
+    | Delete
+    | Describe
+    | Advance
+    | Link
+    | Links
+    | Unlink
+    | Expire
 )
 
 

@@ -18,7 +18,7 @@ from actors.storage import Storage
 from streams.protocol.errors import ProtocolError
 from streams.resources import Throttle
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 EXPIRY_RETRY_SECS = 5.0  # after an expiry failed for want of descriptors or disk
 
@@ -185,7 +185,7 @@ class Registry:
                         await self.call(name, m.Unlink(fork))
                 await self.call(name, m.Unlink(None))
             except Exception:
-                log.exception("collecting %r failed", name)
+                logger.exception("collecting %r failed", name)
         self.collected.set()
 
     async def _incarnation(self, name: str) -> str | None:
@@ -237,9 +237,9 @@ class Registry:
             except ProtocolError as error:
                 retry = error.status == 503  # out of descriptors or disk; the actor logged it
                 if not retry:
-                    log.exception("expiring %r failed", name)
+                    logger.exception("expiring %r failed", name)
             except Exception:
-                log.exception("expiring %r failed", name)
+                logger.exception("expiring %r failed", name)
             later = self._deadlines.get(name)
             if later is None:
                 continue  # expired

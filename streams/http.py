@@ -45,7 +45,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DISCARD_LIMIT = 64 * 1024  # unread body an early answer drains before keeping the connection
 PROTOCOL_HEADERS = (
@@ -233,7 +233,7 @@ class StreamsHTTP:
             pass
         except Exception:
             # %r: a path can hold any decoded byte, and a raw newline would forge log lines.
-            log.exception("unexpected error on %r %r", request.method, request.scope.get("path"))
+            logger.exception("unexpected error on %r %r", request.method, request.scope.get("path"))
             if not sender.started:
                 failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
                 await self._error(request, sender, failure)
@@ -242,7 +242,7 @@ class StreamsHTTP:
         """Over the request cap: 503 at once, and the connection closes to free its socket."""
         refused = self._refusals.note()
         if refused is not None:
-            log.warning(
+            logger.warning(
                 "%d request(s) refused with 503: the cap of %d requests in progress is reached"
                 " (DS_SERVER__MAX_CONNECTIONS)",
                 refused,

@@ -25,7 +25,7 @@ import trio
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MAX_SWEEP_INTERVAL = 1.0  # how late, at most, a stalled send is noticed past its timeout
 
@@ -56,7 +56,7 @@ class SendWatch:
         for sender in stalled:
             sender.abort()
         if stalled:  # one line per sweep, however many: a flood of stalled clients is one
-            log.info("closed %d connection(s) whose response stopped moving", len(stalled))
+            logger.info("closed %d connection(s) whose response stopped moving", len(stalled))
 
 
 class Sender:

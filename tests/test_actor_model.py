@@ -247,7 +247,7 @@ class StreamMachine(RuleBasedStateMachine):
         assert isinstance(self.storage, FileStorage)
         path = self.storage._path(name)
         if path.exists():
-            partial = framing.frame(records.encode(records.Append(0.0, data))[0], data)
+            partial = framing.frame(records.encode(records.AppendRecord(0.0, data))[0], data)
             with open(path, "ab") as file:
                 file.write(partial[: min(cut, len(partial) - 1)])
 

@@ -25,7 +25,7 @@ from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import Producer
 from streams.protocol.machine import AppendRequest, CreateRequest, StreamState
 from streams.protocol.offsets import Sentinel
-from streams.protocol.records import Append, Create, SoftDelete, StreamConfig
+from streams.protocol.records import AppendRecord, CreateRecord, SoftDeleteRecord, StreamConfig
 
 OCTET = "application/octet-stream"
 RECORDS = 12  # with CHECKPOINT lowered to 10 below
@@ -34,7 +34,7 @@ RECORDS = 12  # with CHECKPOINT lowered to 10 below
 # ---- the pure encoding ------------------------------------------------------------------
 
 appends = st.builds(
-    Append,
+    AppendRecord,
     at=st.floats(0, 1e10),
     data=st.binary(max_size=5),
     producer=st.none()
@@ -45,13 +45,13 @@ appends = st.builds(
 
 
 @given(st.lists(appends, max_size=20), st.booleans(), st.integers(0, 99))
-def test_a_state_round_trips(records: list[Append], soft: bool, fork_offset: int) -> None:
+def test_a_state_round_trips(records: list[AppendRecord], soft: bool, fork_offset: int) -> None:
     config = StreamConfig(OCTET, 60, None, "src" if fork_offset else None, fork_offset)
-    state = StreamState.created(Create("s", config, "i" * 32, 5.0), 20)
+    state = StreamState.created(CreateRecord("s", config, "i" * 32, 5.0), 20)
     for at, record in enumerate(records):
         state.apply(record, 100 * (at + 1))
     if soft:
-        state.apply(SoftDelete(9.0), 1)
+        state.apply(SoftDeleteRecord(9.0), 1)
     assert checkpoint.decode(checkpoint.encode(state)) == state
 
 

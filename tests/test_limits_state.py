@@ -168,14 +168,14 @@ async def test_deep_chains_read_without_recursion() -> None:
 
 def test_the_fork_depth_is_kept_in_the_create_record() -> None:
     config = StreamConfig(TEXT, fork_source="a", fork_offset=3, fork_depth=7)
-    meta, data = records.encode(records.Create("b", config, "id", 1.0))
+    meta, data = records.encode(records.CreateRecord("b", config, "id", 1.0))
     assert cbor2.loads(meta)["fd"] == 7
     decoded = records.decode(meta, data)
-    assert isinstance(decoded, records.Create) and decoded.config.fork_depth == 7
+    assert isinstance(decoded, records.CreateRecord) and decoded.config.fork_depth == 7
     # Logs written before the field existed read as depth 0.
     old = cbor2.loads(meta)
     del old["fd"]
     decoded = records.decode(cbor2.dumps(old), data)
-    assert isinstance(decoded, records.Create) and decoded.config.fork_depth == 0
-    plain, _ = records.encode(records.Create("p", StreamConfig(TEXT), "id", 1.0))
+    assert isinstance(decoded, records.CreateRecord) and decoded.config.fork_depth == 0
+    plain, _ = records.encode(records.CreateRecord("p", StreamConfig(TEXT), "id", 1.0))
     assert "fd" not in cbor2.loads(plain)

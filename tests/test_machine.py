@@ -21,7 +21,7 @@ from streams.protocol.machine import (
     StreamState,
     encode_body,
 )
-from streams.protocol.records import Append, Create, SoftDelete, StreamConfig
+from streams.protocol.records import AppendRecord, CreateRecord, SoftDeleteRecord, StreamConfig
 
 OCTET = "application/octet-stream"
 JSON = "application/json"
@@ -41,7 +41,7 @@ def make_state(
     locator: int = 7,
 ) -> StreamState:
     config = StreamConfig(content_type, ttl, expires_at, fork_source, fork_offset)
-    return StreamState.created(Create("s", config, "inc", T0, closed, data), locator)
+    return StreamState.created(CreateRecord("s", config, "inc", T0, closed, data), locator)
 
 
 class Log:
@@ -53,7 +53,7 @@ class Log:
 
     def stage(self, record: records.Record) -> int:
         locator = 1000 * (len(self.records) + 1)
-        if not isinstance(record, SoftDelete):
+        if not isinstance(record, SoftDeleteRecord):
             self.data[locator] = record.data
         self.records.append((record, locator))
         return locator
@@ -65,7 +65,7 @@ class Log:
 def commit(state: StreamState, request: AppendRequest, log: Log | None = None) -> Reply:
     """Plan an append that must be accepted, apply it, and return its reply."""
     planned = state.plan_append(request, NOW)
-    assert isinstance(planned, Append), planned
+    assert isinstance(planned, AppendRecord), planned
     state.apply(planned, (log or Log()).stage(planned))
     return state.appended(planned)
 
@@ -159,14 +159,14 @@ def test_created_closed() -> None:
 
 def test_apply_append_adds_an_extent_at_the_tail() -> None:
     state = make_state(data=b"abc", locator=1)
-    state.apply(Append(NOW, b"defg", None, None, False), 99)
+    state.apply(AppendRecord(NOW, b"defg", None, None, False), 99)
     assert state.slices(0, 7, 100) == ([Slice(1, 0, 3), Slice(99, 0, 4)], 7)
     assert state.tail == 7
 
 
 def test_apply_empty_append_adds_no_extent() -> None:
     state = make_state(data=b"abc")
-    state.apply(Append(NOW, b"", close=True), 99)
+    state.apply(AppendRecord(NOW, b"", close=True), 99)
     assert state.records == 1
     assert state.tail == 3
     assert state.closed
@@ -174,26 +174,26 @@ def test_apply_empty_append_adds_no_extent() -> None:
 
 def test_apply_records_producer_stream_seq_and_closer() -> None:
     state = make_state()
-    state.apply(Append(NOW, b"a", producer=Producer("p", 2, 0), stream_seq="001"), 1)
-    state.apply(Append(NOW, b"b", producer=Producer("p", 2, 1)), 2)
+    state.apply(AppendRecord(NOW, b"a", producer=Producer("p", 2, 0), stream_seq="001"), 1)
+    state.apply(AppendRecord(NOW, b"b", producer=Producer("p", 2, 1)), 2)
     assert state.producers == {"p": (2, 1)}
     assert state.stream_seq == "001"
     assert not state.closed
-    state.apply(Append(NOW, b"", producer=Producer("q", 0, 0), close=True), 3)
+    state.apply(AppendRecord(NOW, b"", producer=Producer("q", 0, 0), close=True), 3)
     assert state.producers == {"p": (2, 1), "q": (0, 0)}
     assert state.closed and state.closed_by == Producer("q", 0, 0)
 
 
 def test_apply_soft_delete() -> None:
     state = make_state()
-    state.apply(SoftDelete(NOW), 5)
+    state.apply(SoftDeleteRecord(NOW), 5)
     assert state.soft_deleted
     rejects(state.check_visible, 410, "STREAM_GONE")
 
 
 def test_apply_create_is_refused() -> None:
     state = make_state()
-    create = Create("s", StreamConfig(OCTET), "other", NOW)
+    create = CreateRecord("s", StreamConfig(OCTET), "other", NOW)
     with pytest.raises(ValueError):
         state.apply(create, 5)
 
@@ -232,7 +232,7 @@ def test_metadata_headers_full() -> None:
 def test_plain_append() -> None:
     state = make_state()
     planned = state.plan_append(body(b"abc"), NOW)
-    assert planned == Append(NOW, b"abc", None, None, False)
+    assert planned == AppendRecord(NOW, b"abc", None, None, False)
     assert state.tail == 0, "planning changes nothing"
     state.apply(planned, 1)
     reply = state.appended(planned)
@@ -276,7 +276,7 @@ def test_close_only_ignores_content_type(content_type: str | None) -> None:
 def test_append_and_close_is_one_record() -> None:
     state = make_state()
     planned = state.plan_append(body(b"last", close=True), NOW)
-    assert isinstance(planned, Append) and planned.close and planned.data == b"last"
+    assert isinstance(planned, AppendRecord) and planned.close and planned.data == b"last"
     state.apply(planned, 1)
     assert state.appended(planned) == Reply(
         204, {"Stream-Next-Offset": off(4), "Stream-Closed": "true"}
@@ -286,7 +286,7 @@ def test_append_and_close_is_one_record() -> None:
 def test_json_append_stores_flattened_messages() -> None:
     state = make_state(JSON)
     planned = state.plan_append(body(b'[{"a": 1}, 2, [3]]', content_type=JSON), NOW)
-    assert isinstance(planned, Append)
+    assert isinstance(planned, AppendRecord)
     assert planned.data == b'{"a":1},2,[3],'
     state.apply(planned, 1)
     assert state.tail == 14
@@ -435,7 +435,7 @@ def test_closing_close_only_producer_gets_producer_headers() -> None:
 @pytest.mark.parametrize("closed", [False, True])
 def test_soft_deleted_streams_are_gone_for_appends(closed: bool) -> None:
     state = make_state(closed=closed)
-    state.apply(SoftDelete(NOW), 1)
+    state.apply(SoftDeleteRecord(NOW), 1)
     rejects(lambda: state.plan_append(body(), NOW), 410, "STREAM_GONE")
     rejects(lambda: state.plan_append(body(b"", close=True), NOW), 410)
 
@@ -669,7 +669,7 @@ def test_replaying_the_log_rebuilds_the_live_state(
     steps: list[AppendRequest], close_at_end: bool, soft_delete: bool
 ) -> None:
     log = Log()
-    create = Create("s", StreamConfig(OCTET, 60), "inc", T0, False, b"init")
+    create = CreateRecord("s", StreamConfig(OCTET, 60), "inc", T0, False, b"init")
     live = StreamState.created(create, log.stage(create))
     final = [body(b"", close=True)] if close_at_end else []
     for request in [*steps, *final]:
@@ -679,20 +679,20 @@ def test_replaying_the_log_rebuilds_the_live_state(
             planned = live.plan_append(request, NOW)
         except ProtocolError:
             continue
-        if isinstance(planned, Append):
+        if isinstance(planned, AppendRecord):
             live.apply(planned, log.stage(planned))
     if soft_delete:
-        tombstone = SoftDelete(NOW)
+        tombstone = SoftDeleteRecord(NOW)
         live.apply(tombstone, log.stage(tombstone))
 
     (first, at), *rest = [(records.decode(*records.encode(r)), at) for r, at in log.records]
-    assert isinstance(first, Create)
+    assert isinstance(first, CreateRecord)
     recovered = StreamState.created(first, at)
     for record, at in rest:
         recovered.apply(record, at)
     assert recovered == live
     assert log.read(live.slices(0, live.tail, 10**6)[0]) == b"".join(
-        r.data for r, _ in log.records if not isinstance(r, SoftDelete)
+        r.data for r, _ in log.records if not isinstance(r, SoftDeleteRecord)
     )
 
 
@@ -785,7 +785,7 @@ def test_a_fork_put_to_a_plain_stream_is_409() -> None:
 
 def test_recreating_a_soft_deleted_stream_is_409() -> None:
     state = make_state()
-    state.apply(SoftDelete(NOW), 1)
+    state.apply(SoftDeleteRecord(NOW), 1)
     rejects(lambda: state.recreate(create_request()), 409)
 
 
@@ -797,10 +797,10 @@ def build(
 ) -> tuple[StreamState, Log]:
     log = Log()
     source = "src" if fork_offset else None
-    create = Create("s", StreamConfig(content_type, None, None, source, fork_offset), "i", T0)
+    create = CreateRecord("s", StreamConfig(content_type, None, None, source, fork_offset), "i", T0)
     state = StreamState.created(create, log.stage(create))
     for chunk in chunks:
-        record = Append(NOW, chunk)
+        record = AppendRecord(NOW, chunk)
         state.apply(record, log.stage(record))
     return state, log
 

@@ -87,14 +87,16 @@ def test_a_json_append_of_a_million_messages_survives_reopen(backend: Backend) -
 def meta_of_size(size: int) -> str:
     """A Stream-Seq that makes an append's metadata exactly `size` bytes."""
     seq = "a" * size
-    while (length := len(records.encode(records.Append(0.0, b"x", stream_seq=seq))[0])) > size:
+    while (
+        length := len(records.encode(records.AppendRecord(0.0, b"x", stream_seq=seq))[0])
+    ) > size:
         seq = seq[: len(seq) - (length - size)]
     return seq
 
 
 def test_record_metadata_at_the_limit_is_kept_and_past_it_refused(backend: Backend) -> None:
     at_limit = meta_of_size(framing.MAX_META)
-    meta, _ = records.encode(records.Append(0.0, b"x", stream_seq=at_limit))
+    meta, _ = records.encode(records.AppendRecord(0.0, b"x", stream_seq=at_limit))
     assert len(meta) == framing.MAX_META
 
     async def write(streams: Streams) -> int:

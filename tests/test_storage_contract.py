@@ -21,7 +21,13 @@ from actors.storage.memory import MemoryStorage
 from streams.protocol import records
 from streams.protocol.headers import Producer
 from streams.protocol.machine import Slice
-from streams.protocol.records import Append, Create, Record, SoftDelete, StreamConfig
+from streams.protocol.records import (
+    AppendRecord,
+    CreateRecord,
+    Record,
+    SoftDeleteRecord,
+    StreamConfig,
+)
 from tests.stored import stored_records
 
 Folded = tuple[Record, int, int]  # what recovery hands the fold: record, data locator, length
@@ -95,18 +101,20 @@ def crashable(backend: Backend) -> Backend:
 OCTET = "application/octet-stream"
 
 
-def create(name: str = "s", data: bytes = b"created", **config: Any) -> Create:
-    return Create(name, StreamConfig(OCTET, **config), f"incarnation of {name}", 1.0, data=data)
+def create(name: str = "s", data: bytes = b"created", **config: Any) -> CreateRecord:
+    return CreateRecord(
+        name, StreamConfig(OCTET, **config), f"incarnation of {name}", 1.0, data=data
+    )
 
 
 BATCHES: list[list[Record]] = [
     [create()],
     [
-        Append(2.0, b"a"),
-        Append(3.0, b""),
-        Append(4.0, bytes(range(256)) * 3, Producer("p", 0, 1), "seq-1"),
+        AppendRecord(2.0, b"a"),
+        AppendRecord(3.0, b""),
+        AppendRecord(4.0, bytes(range(256)) * 3, Producer("p", 0, 1), "seq-1"),
     ],
-    [Append(5.0, b"last", close=True), SoftDelete(6.0)],
+    [AppendRecord(5.0, b"last", close=True), SoftDeleteRecord(6.0)],
 ]
 DATA = [records.encode(record)[1] for batch in BATCHES for record in batch]
 
@@ -205,14 +213,14 @@ async def test_reopening_replays_exactly_the_committed_records(backend: Backend)
     log = await backend.storage.create("s")
     staged = await commit(log, BATCHES)
     end = log.end
-    log.stage(*records.encode(Append(7.0, b"staged, never committed")))
+    log.stage(*records.encode(AppendRecord(7.0, b"staged, never committed")))
     log.close()
 
     log, folded = await reopen(backend)
     assert folded == staged
     assert log.end == end
     await check_reads(log, staged, DATA)
-    more = await commit(log, [[Append(8.0, b"after")], [Append(9.0, b"and more")]])
+    more = await commit(log, [[AppendRecord(8.0, b"after")], [AppendRecord(9.0, b"and more")]])
     assert more[0][1] >= end
     log.close()
 
@@ -253,7 +261,7 @@ async def test_a_record_too_large_for_the_format_stages_nothing(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(framing, "MAX_BODY", 4096)  # 4 GiB is too much for a test
-    meta, _ = records.encode(Append(2.0))
+    meta, _ = records.encode(AppendRecord(2.0))
     log = await backend.storage.create("s")
     staged = await commit(log, BATCHES[:1])
     too_large = [(b"m" * (framing.MAX_META + 1), b""), (meta, b"x" * (4097 - len(meta)))]
@@ -261,7 +269,7 @@ async def test_a_record_too_large_for_the_format_stages_nothing(
         with pytest.raises(framing.FrameTooLarge):
             log.stage(meta_part, data)
     fits = b"x" * (4096 - len(meta))
-    staged.append((replayed(Append(2.0)), log.stage(meta, fits), len(fits)))
+    staged.append((replayed(AppendRecord(2.0)), log.stage(meta, fits), len(fits)))
     await log.commit()
     log.close()
     log, folded = await reopen(backend)
@@ -272,7 +280,9 @@ async def test_a_record_too_large_for_the_format_stages_nothing(
 
 # ---- crashes: torn tails and damage -----------------------------------------------------
 
-FRAME = framing.frame(*records.encode(Append(10.0, b"torn away" * 20)))  # longer than what follows
+FRAME = framing.frame(
+    *records.encode(AppendRecord(10.0, b"torn away" * 20))
+)  # longer than what follows
 TEARS = {
     "a few header bytes": FRAME[:3],
     "a header alone": FRAME[: framing.HEADER.size],
@@ -290,7 +300,7 @@ async def test_a_torn_tail_is_cut_and_new_commits_follow_it(backend: Backend, ta
         file.write(tail)  # a crash in the middle of a commit
     log, folded = await reopen(backend)
     assert folded == staged
-    more = await commit(log, [[Append(11.0, b"after the tear")]])
+    more = await commit(log, [[AppendRecord(11.0, b"after the tear")]])
     log.close()
     log, folded = await reopen(backend)
     assert folded == staged + more
@@ -370,7 +380,7 @@ async def test_the_latest_checkpoint_serves_every_later_open(backend: Backend) -
     restored: list[bytes] = []
     log, folded = await reopen(backend, restore=restoring(restored))
     assert (restored, folded, log.end) == ([b"two"], [], end)
-    more = await commit(log, [[Append(7.0, b"more")]])
+    more = await commit(log, [[AppendRecord(7.0, b"more")]])
     log.close()
     log, folded = await reopen(backend, restore=restoring(restored))
     assert (restored, folded) == ([b"two", b"two"], more)

@@ -96,7 +96,7 @@ def replay(
                 raise CorruptLog(f"damaged record at byte {end} of {size}")
             break
         record = records.decode(item.meta)
-        if count == 0 and start == 0 and not isinstance(record, records.Create):
+        if count == 0 and start == 0 and not isinstance(record, records.CreateRecord):
             raise ValueError("log does not start with a create record")
         fold(record, item.data_locator, item.data_length)
         last = item.data_locator - framing.data_offset(item.meta)

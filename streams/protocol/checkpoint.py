@@ -24,7 +24,7 @@ ORDER = sys.byteorder  # the index arrays are stored in the machine's own byte o
 
 
 def encode(state: StreamState) -> bytes:
-    create = records.Create(state.name, state.config, state.incarnation, state.created_at)
+    create = records.CreateRecord(state.name, state.config, state.incarnation, state.created_at)
     starts, locators = state.index
     by = state.closed_by
     return bytes(
@@ -54,7 +54,7 @@ def decode(blob: bytes) -> StreamState | None:
         if not isinstance(doc, dict) or (doc.get("v"), doc.get("order")) != (VERSION, ORDER):
             return None
         create = records.decode(doc["create"])
-        if not isinstance(create, records.Create):
+        if not isinstance(create, records.CreateRecord):
             return None
         starts, locators = array("q"), array("q")
         starts.frombytes(doc["starts"])

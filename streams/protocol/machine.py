@@ -15,7 +15,13 @@ import attrs
 from streams.protocol import jsonmode, offsets
 from streams.protocol.errors import ProtocolError, bad_request, conflict, gone
 from streams.protocol.headers import Producer, format_expires_at, is_json, media_type
-from streams.protocol.records import Append, Create, Record, SoftDelete, StreamConfig
+from streams.protocol.records import (
+    AppendRecord,
+    CreateRecord,
+    Record,
+    SoftDeleteRecord,
+    StreamConfig,
+)
 
 
 @attrs.frozen
@@ -88,7 +94,7 @@ class StreamState:
     # ---- folding records -------------------------------------------------------------
 
     @classmethod
-    def created(cls, record: Create, locator: int, length: int | None = None) -> StreamState:
+    def created(cls, record: CreateRecord, locator: int, length: int | None = None) -> StreamState:
         """The state a create record starts; `length` of its data when not in `record`
         (recovery reads metadata only)."""
         state = cls(
@@ -105,7 +111,7 @@ class StreamState:
 
     def apply(self, record: Record, locator: int, length: int | None = None) -> None:
         match record:
-            case Append():
+            case AppendRecord():
                 self._add_extent(len(record.data) if length is None else length, locator)
                 if record.producer is not None:
                     p = record.producer
@@ -115,9 +121,9 @@ class StreamState:
                 if record.close:
                     self.closed = True
                     self.closed_by = record.producer
-            case SoftDelete():
+            case SoftDeleteRecord():
                 self.soft_deleted = True
-            case Create():
+            case CreateRecord():
                 raise ValueError("a stream is created once")
 
     def _add_extent(self, length: int, locator: int) -> None:
@@ -199,7 +205,7 @@ class StreamState:
 
     # ---- append -------------------------------------------------------------------------
 
-    def plan_append(self, request: AppendRequest, now: float) -> Append | Reply:
+    def plan_append(self, request: AppendRequest, now: float) -> AppendRecord | Reply:
         self.check_visible()
         producer = request.producer
         if self.closed:
@@ -226,7 +232,7 @@ class StreamState:
         data = encode_body(
             self.config.content_type, request.body, creating=False, flattened=request.flattened
         )
-        return Append(now, data, producer, request.stream_seq, request.close)
+        return AppendRecord(now, data, producer, request.stream_seq, request.close)
 
     def _check_producer(self, producer: Producer) -> Reply | None:
         """Epoch fencing and sequence checks; a Reply for a duplicate, None to accept."""
@@ -280,7 +286,7 @@ class StreamState:
             headers["Producer-Seq"] = str(producer_seq.seq)
         return Reply(status, headers)
 
-    def appended(self, record: Append) -> Reply:
+    def appended(self, record: AppendRecord) -> Reply:
         """The reply to an append once it is committed and applied."""
         status = 200 if record.producer and record.data else 204
         return self._ok(status, producer_seq=record.producer)

@@ -28,7 +28,7 @@ class StreamConfig:
 
 
 @attrs.frozen
-class Create:
+class CreateRecord:
     name: str
     config: StreamConfig
     incarnation: str
@@ -38,7 +38,7 @@ class Create:
 
 
 @attrs.frozen
-class Append:
+class AppendRecord:
     at: float
     data: bytes = b""
     producer: Producer | None = None
@@ -47,18 +47,18 @@ class Append:
 
 
 @attrs.frozen
-class SoftDelete:
+class SoftDeleteRecord:
     at: float
 
 
-Record = Create | Append | SoftDelete
+Record = CreateRecord | AppendRecord | SoftDeleteRecord
 
 
 def encode(record: Record) -> tuple[bytes, bytes]:
     """(metadata, data): metadata is a small CBOR map, data the raw stored bytes."""
     meta: dict[str, Any]
     match record:
-        case Create():
+        case CreateRecord():
             c = record.config
             meta = {
                 "k": "create",
@@ -74,7 +74,7 @@ def encode(record: Record) -> tuple[bytes, bytes]:
             }
             if c.fork_depth:
                 meta["fd"] = c.fork_depth
-        case Append():
+        case AppendRecord():
             meta = {"k": "append", "t": record.at}
             if record.producer is not None:
                 p = record.producer
@@ -83,9 +83,9 @@ def encode(record: Record) -> tuple[bytes, bytes]:
                 meta["s"] = record.stream_seq
             if record.close:
                 meta["close"] = True
-        case SoftDelete():
+        case SoftDeleteRecord():
             meta = {"k": "softdel", "t": record.at}
-    return cbor2.dumps(meta), record.data if not isinstance(record, SoftDelete) else b""
+    return cbor2.dumps(meta), record.data if not isinstance(record, SoftDeleteRecord) else b""
 
 
 def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
@@ -99,10 +99,10 @@ def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
         config = StreamConfig(
             meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"], meta.get("fd", 0)
         )
-        return Create(meta["name"], config, meta["id"], meta["t"], meta["closed"], data)
+        return CreateRecord(meta["name"], config, meta["id"], meta["t"], meta["closed"], data)
     if kind == "append":
         p = meta.get("p")
-        return Append(
+        return AppendRecord(
             meta["t"],
             data,
             Producer(p[0], p[1], p[2]) if p else None,
@@ -110,5 +110,5 @@ def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
             meta.get("close", False),
         )
     if kind == "softdel":
-        return SoftDelete(meta["t"])
+        return SoftDeleteRecord(meta["t"])
     raise ValueError(f"unknown record kind {kind!r}")
