@@ -169,7 +169,9 @@ class StreamActor:
                 logger.exception("stream actor %r failed", self.name)
             elif (count := self.registry.exhaustion.note()) is not None:
                 # Every request may hit this at once: one line per interval, not per request.
-                logger.error("out of file descriptors (%s): %d stream actor(s) failed", error, count)
+                logger.error(
+                    "out of file descriptors (%s): %d stream actor(s) failed", error, count
+                )
             failure = error
         finally:
             self._stop(actor_failed(self.name, failure))
