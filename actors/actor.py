@@ -1,125 +1,54 @@
 """The stream actor: one Trio task that owns a stream's log, state and live readers.
 
-It takes messages one at a time from its inbox, so every change to a stream is serialized
-without locks. Consecutive appends are committed together: one write, one fdatasync, and
-only then any reply (group commit). Live readers wait on `changed`, which the actor
-publishes, with the data a commit added, and replaces after each commit.
+Theory of operation. The actor takes messages one at a time from its inbox, so every change
+to its stream is serialized without locks (which also serializes each producer, as the
+protocol requires). Consecutive appends are committed together: one write, one fdatasync,
+and only then a reply to each (group commit), writers before readers. Live readers wait on
+`changed`, which the actor publishes after each commit and replaces. Nothing but the actor
+touches the stream's log (docs/architecture.md, "Ownership").
+
+    state      what it does                                    next
+    ---------  ----------------------------------------------  ---------------------------
+    starting   recovers the log (or checkpoint + what follows)  serving; stopped (no such
+               in a worker thread; requests wait in the inbox  stream); failed
+    serving    one message at a time, appends in batches       idle
+    idle       waits for a message, up to the idle timeout     serving; retiring (timeout
+                                                               and no reader parked, or
+                                                               evicted: least recently used)
+    retiring   checkpoints if 1000+ records are new, serves    serving; stopped
+               what arrives meanwhile
+    stopped    left the registry and closed its log in one     (a request starts a
+               step: a successor may open it at once           successor)
+    failed     answers what is pending (500; 503 for a full    stopped
+               disk or no descriptors); a damaged log is
+               refused without an actor for a back-off
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
+from actors import faults, reads
 from actors import messages as m
+from actors.batch import stage_appends
+from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
-from actors.storage.files import WRITE_REFUSED
+from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
-from streams.protocol import checkpoint, jsonmode, records
-from streams.protocol.errors import ProtocolError, bad_request, not_found
-from streams.protocol.headers import is_json
+from streams.protocol import checkpoint, records
+from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.machine import Reply, StreamState, encode_body
-from streams.protocol.offsets import Sentinel
-from streams.resources import Throttle, exhausted, out_of_descriptors
-
-
-class Supervisor(Protocol):
-    """What an actor is given by whoever runs it (the registry), and all it may ask of it."""
-
-    exhaustion: Throttle  # out of file descriptors: logged once per interval, by anyone
-
-    def forget(self, actor: StreamActor) -> None:
-        """Called as the actor stops: no message may reach it any more."""
-
-    def refuse(self, name: str, error: ProtocolError) -> None:
-        """Answer `error` for this stream without an actor for a while (a damaged log)."""
-
-    def note_deadline(self, name: str, deadline: float | None) -> None:
-        """The stream's expiry deadline changed (None: it cannot expire)."""
-
-    def last_access(self, name: str, ttl: int | None, now: float) -> float:
-        """When the stream was last accessed, as far as this process knows."""
-
-    async def call_source(self, source: str, message: m.Message) -> Any:
-        """Ask the fork source `source`; bounded by a timeout."""
-
+from streams.resources import exhausted
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
-FSCK = "python -m streams fsck DATA_DIR --repair"
 CHECKPOINT = 1000  # new data records that make an actor checkpoint its state as it stops
-ADVANCE_CHUNK = 1 << 20
-
-
-class Pending:
-    """A reply slot one caller waits on."""
-
-    def __init__(self) -> None:
-        self._done = trio.Event()
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    def set(self, value: Any) -> None:
-        if not self._done.is_set():
-            self._value = value
-            self._done.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self._done.is_set():
-            self._error = error
-            self._done.set()
-
-    async def wait(self) -> Any:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-Envelope = tuple[m.Message, Pending]
-
-
-def too_large(error: framing.FrameTooLarge) -> ProtocolError:
-    return ProtocolError(413, "Payload Too Large", str(error), code="RECORD_TOO_LARGE")
-
-
-def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError:
-    """What callers hear when a stream's actor fails: a full disk, or running out of file
-    descriptors, is worth retrying later, and a read-only data directory is named as the
-    cause."""
-    if exhausted(cause):
-        return out_of_descriptors()
-    if isinstance(cause, CorruptLog):
-        return ProtocolError(
-            500,
-            "Internal Server Error",
-            f"the log of stream {name!r} is damaged ({cause}); nothing was changed. "
-            f"An operator can cut it back to its last good record with `{FSCK}`",
-            code="LOG_DAMAGED",
-        )
-    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ProtocolError(
-            503,
-            "Service Unavailable",
-            "no space left for this write; nothing was stored",
-            {"Retry-After": "5"},
-            code="STORAGE_FULL",
-        )
-    if isinstance(cause, OSError) and cause.errno in WRITE_REFUSED:
-        return ProtocolError(
-            503,
-            "Service Unavailable",
-            f"the data directory refuses writes ({os.strerror(cause.errno)}); nothing was stored",
-            code="STORAGE_READ_ONLY",
-        )
-    return ProtocolError(500, "Internal Server Error", f"stream {name!r} failed; it restarts")
 
 
 class StreamActor:
@@ -137,14 +66,14 @@ class StreamActor:
         self.registry = registry
         self.storage = storage
         self.clock = clock
-        self.send, self._inbox = trio.open_memory_channel[Envelope](inbox_size)
+        self.send, self._inbox = trio.open_memory_channel[m.Envelope](inbox_size)
         self.state: StreamState | None = None
         self.log: Log | None = None
         self.cache_bytes = cache_bytes
         self.cache = TailCache(0, cache_bytes)
         self.piece_bytes = piece_bytes
         self.changed = m.Change()
-        self._held: Envelope | None = None
+        self._held: m.Envelope | None = None
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
         self._checkpointed = 0  # data records the log's checkpoint covers
 
@@ -163,8 +92,8 @@ class StreamActor:
             if isinstance(error, CorruptLog):
                 # Reopening cannot help until an operator repairs the log: the registry
                 # answers for the stream meanwhile, and this is logged once per back-off.
-                logger.error("stream %r is refused: %s; run `%s`", self.name, error, FSCK)
-                self.registry.refuse(self.name, actor_failed(self.name, error))
+                logger.error("stream %r is refused: %s; run `%s`", self.name, error, faults.FSCK)
+                self.registry.refuse(self.name, faults.actor_failed(self.name, error))
             elif not exhausted(error):
                 logger.exception("stream actor %r failed", self.name)
             elif (count := self.registry.exhaustion.note()) is not None:
@@ -174,9 +103,9 @@ class StreamActor:
                 )
             failure = error
         finally:
-            self._stop(actor_failed(self.name, failure))
+            self._stop(faults.actor_failed(self.name, failure))
 
-    async def _next(self, idle_timeout: float) -> Envelope | None:
+    async def _next(self, idle_timeout: float) -> m.Envelope | None:
         """The next message, or None once the actor may stop."""
         if self._held is not None:
             held, self._held = self._held, None
@@ -186,7 +115,7 @@ class StreamActor:
                 return self._inbox.receive_nowait()
             except trio.WouldBlock:
                 return None  # an absent stream keeps no task
-        envelope: Envelope | None = None
+        envelope: m.Envelope | None = None
         while envelope is None:
             with trio.move_on_after(idle_timeout) as self._idle:
                 envelope = await self._inbox.receive()
@@ -237,33 +166,14 @@ class StreamActor:
         self._notify()
 
     async def _recover(self) -> None:
-        recovered: StreamState | None = None
-
-        covered = 0  # data records the checkpoint holds; a full replay leaves none covered
-
-        def restore(blob: bytes) -> bool:
-            nonlocal recovered, covered
-            recovered = checkpoint.decode(blob)
-            covered = recovered.records if recovered is not None else 0
-            return recovered is not None
-
-        def fold(record: records.Record, locator: int, length: int) -> None:
-            """Runs in the storage's worker thread; the state is nobody else's yet."""
-            nonlocal recovered
-            if recovered is None:
-                assert isinstance(record, records.CreateRecord)
-                recovered = StreamState.created(record, locator, length)
-            else:
-                recovered.apply(record, locator, length)
-
-        self.log = await self.storage.open(self.name, fold, restore)
-        if self.log is None or recovered is None:
+        recovered = await recover(self.storage, self.name)
+        if recovered is None:
             return
+        self.log, state, self._checkpointed = recovered
         # An access, unless this process knows the last one: TTLs neither shrink nor slide.
-        recovered.touch(self.registry.last_access(self.name, recovered.config.ttl, self.clock()))
-        self.state = recovered
-        self._checkpointed = covered
-        self.cache = TailCache(recovered.tail, self.cache_bytes)  # fills as appends come
+        state.touch(self.registry.last_access(self.name, state.config.ttl, self.clock()))
+        self.state = state
+        self.cache = TailCache(state.tail, self.cache_bytes)  # fills as appends come
         self._note_deadline()
 
     def _notify(self, added_from: int | None = None, added: bytes = b"") -> None:
@@ -288,7 +198,7 @@ class StreamActor:
 
     # ---- dispatch -----------------------------------------------------------------------
 
-    async def _handle(self, envelope: Envelope) -> None:
+    async def _handle(self, envelope: m.Envelope) -> None:
         message, pending = envelope
         try:
             state = self.state
@@ -301,7 +211,7 @@ class StreamActor:
         except ProtocolError as error:
             pending.fail(error)
         except Exception as error:
-            pending.fail(actor_failed(self.name, error))
+            pending.fail(faults.actor_failed(self.name, error))
             raise
 
     async def _dispatch(self, message: m.Message) -> Any:
@@ -320,7 +230,7 @@ class StreamActor:
             case m.Describe():
                 return self._snapshot(self._existing())
             case m.Advance():
-                return await self._advance(message)
+                return await reads.advance(self._existing(), self.log, message)
             case m.Link():
                 self._visible(gone_status=409)
                 await self.storage.add_link(self.name, message.fork, message.incarnation)
@@ -376,7 +286,7 @@ class StreamActor:
         try:
             framing.check_size(len(meta), len(data))
         except framing.FrameTooLarge as error:
-            raise too_large(error) from None
+            raise faults.too_large(error) from None
         if message.link is not None:
             await message.link(incarnation)
         try:
@@ -408,7 +318,7 @@ class StreamActor:
 
     # ---- append -------------------------------------------------------------------------
 
-    async def _append_batch(self, first: Envelope) -> None:
+    async def _append_batch(self, first: m.Envelope) -> None:
         """Plan and stage consecutive appends, commit them once, then reply to each.
 
         Every request in the batch gets an answer whatever fails; an unexpected failure
@@ -427,7 +337,9 @@ class StreamActor:
         try:
             outcomes, added_from, added = await self._commit_appends(batch)
         except BaseException as error:
-            failure = error if isinstance(error, ProtocolError) else actor_failed(self.name, error)
+            failure = (
+                error if isinstance(error, ProtocolError) else faults.actor_failed(self.name, error)
+            )
             for _, pending in batch:
                 pending.fail(failure)
             if not isinstance(error, ProtocolError):
@@ -442,33 +354,14 @@ class StreamActor:
             self._notify(added_from, added)
 
     async def _commit_appends(
-        self, batch: list[Envelope]
-    ) -> tuple[list[tuple[Pending, Reply | ProtocolError]], int, bytes | None]:
+        self, batch: list[m.Envelope]
+    ) -> tuple[list[tuple[m.Pending, Reply | ProtocolError]], int, bytes | None]:
         """Outcomes, and where the committed data starts and what it is (None: no commit)."""
         state = self._existing()
         added_from = state.tail
         assert self.log is not None
-        outcomes: list[tuple[Pending, Reply | ProtocolError]] = []
-        staged: list[bytes] = []
         now = self.clock()
-        for message, pending in batch:
-            assert isinstance(message, m.AppendMessage)
-            try:
-                planned = state.plan_append(message.request, now)
-            except ProtocolError as error:
-                outcomes.append((pending, error))
-                continue
-            if isinstance(planned, Reply):
-                outcomes.append((pending, planned))
-                continue
-            try:
-                locator = self.log.stage(*records.encode(planned))
-            except framing.FrameTooLarge as error:
-                outcomes.append((pending, too_large(error)))
-                continue
-            state.apply(planned, locator)
-            staged.append(planned.data)
-            outcomes.append((pending, state.appended(planned)))
+        outcomes, staged = stage_appends(state, self.log, batch, now)
         added = None
         if staged:
             await self.log.commit()
@@ -485,44 +378,7 @@ class StreamActor:
         if not message.internal:
             state.touch(self.clock())
             self._note_deadline()
-        match message.start:
-            case Sentinel.START:
-                start = 0
-            case Sentinel.NOW:
-                start = state.tail
-            case int(position):
-                start = position
-        if start > state.tail:
-            raise bad_request("offset is beyond the stream's tail", code="OFFSET_OUT_OF_RANGE")
-        snapshot = self._snapshot(state)
-        if start < state.config.fork_offset:
-            return m.ReadResult(snapshot, start, start, b"", state.config.fork_source)
-        bound = state.tail if message.bound is None else message.bound
-        end = state.read_end(start, bound, message.max_bytes)
-        stop = end if message.fetch is None else min(end, start + message.fetch)
-        data = self.cache.get(start, stop)
-        if data is None:
-            slices, stop = state.slices(start, stop, message.max_bytes)  # cut inside a record
-            assert self.log is not None
-            data = await self.log.read(slices) if slices else b""
-        return m.ReadResult(snapshot, start, end, data)
-
-    async def _advance(self, message: m.Advance) -> tuple[int, int]:
-        """Fork creation: move a sub-offset through own data. JSON streams count messages,
-        found in the data itself, whole records a chunk at a time."""
-        state = self._existing()
-        if not is_json(state.config.content_type):
-            return state.advance(message.position, message.count, message.bound)
-        position, count = message.position, message.count
-        limit = min(message.bound, state.tail)
-        start = state.record_start(position)
-        while count and start < limit:
-            slices, end = state.slices(start, state.tail, ADVANCE_CHUNK)
-            assert self.log is not None
-            data = await self.log.read(slices)
-            position, count = jsonmode.advance(data, start, position, count, limit)
-            start = end
-        return position, count
+        return await reads.read(state, self._snapshot(state), self.cache, self.log, message)
 
     # ---- delete, expiry, fork links -------------------------------------------------------
 

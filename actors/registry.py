@@ -13,7 +13,8 @@ from typing import Any
 import trio
 
 from actors import messages as m
-from actors.actor import Pending, StreamActor
+from actors.actor import StreamActor
+from actors.messages import Pending
 from actors.storage import Storage
 from streams.protocol.errors import ProtocolError
 from streams.resources import Throttle

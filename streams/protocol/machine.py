@@ -1,8 +1,25 @@
 """A stream's state as a pure fold over its log records, and the rules for changing it.
 
-`StreamState.plan_*` decides, without I/O, what a request does: a record to commit or a
-reply. The actor commits the record and then `apply`s it; recovery replays the log through
-the same `apply`, so live state and recovered state cannot drift apart.
+Theory of operation. `StreamState.plan_*` decides, without I/O, what a request does: a record
+to commit, or a reply (a duplicate, an idempotent close), or a `ProtocolError`. The actor
+commits the record and then `apply`s it; recovery replays the log through the same `apply`,
+so live state and recovered state cannot drift apart.
+
+    stream        PUT             POST                     GET, HEAD   DELETE
+    ------------  --------------  -----------------------  ----------  --------------------
+    absent        201 -> live     404                      404         404
+                  (-> closed with
+                  Stream-Closed)
+    live          200 same        200/204 append;          200         204 -> absent, or
+                  config, else    Stream-Closed -> closed              -> soft-deleted while
+                  409                                                  forks read it
+    closed        as live         409 STREAM_CLOSED (204   200, EOF    as live
+                                  for a repeated close or  at the tail
+                                  the closer's retry)
+    soft-deleted  409             410                      410 (forks  410; its last fork's
+                                                           still read  delete -> absent
+                                                           it)
+    expired       the next request or the sweeper deletes it first (TTL or Expires-At passed)
 """
 
 from __future__ import annotations
@@ -15,6 +32,7 @@ import attrs
 from streams.protocol import jsonmode, offsets
 from streams.protocol.errors import ProtocolError, bad_request, conflict, gone
 from streams.protocol.headers import Producer, format_expires_at, is_json, media_type
+from streams.protocol.offsets import Sentinel
 from streams.protocol.records import (
     AppendRecord,
     CreateRecord,
@@ -292,6 +310,20 @@ class StreamState:
         return self._ok(status, producer_seq=record.producer)
 
     # ---- reads --------------------------------------------------------------------------
+
+    def read_start(self, start: int | Sentinel) -> int:
+        """Where a read from `start` begins: `-1` is the start, `now` the tail; past the tail
+        is refused."""
+        match start:
+            case Sentinel.START:
+                position = 0
+            case Sentinel.NOW:
+                position = self.tail
+            case int():
+                position = start
+        if position > self.tail:
+            raise bad_request("offset is beyond the stream's tail", code="OFFSET_OUT_OF_RANGE")
+        return position
 
     def slices(self, start: int, bound: int, max_bytes: int) -> tuple[list[Slice], int]:
         """Slices of own data from `start`, whole records up to `max_bytes` (at least one),

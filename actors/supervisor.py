@@ -1,0 +1,36 @@
+"""What a stream actor is given by whoever runs it (the registry): all it may ask of it.
+
+An actor imports nothing of the registry; the registry satisfies this protocol.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from actors import messages as m
+from streams.protocol.errors import ProtocolError
+from streams.resources import Throttle
+
+if TYPE_CHECKING:
+    from actors.actor import StreamActor
+
+
+class Supervisor(Protocol):
+    """What an actor is given by whoever runs it (the registry), and all it may ask of it."""
+
+    exhaustion: Throttle  # out of file descriptors: logged once per interval, by anyone
+
+    def forget(self, actor: StreamActor) -> None:
+        """Called as the actor stops: no message may reach it any more."""
+
+    def refuse(self, name: str, error: ProtocolError) -> None:
+        """Answer `error` for this stream without an actor for a while (a damaged log)."""
+
+    def note_deadline(self, name: str, deadline: float | None) -> None:
+        """The stream's expiry deadline changed (None: it cannot expire)."""
+
+    def last_access(self, name: str, ttl: int | None, now: float) -> float:
+        """When the stream was last accessed, as far as this process knows."""
+
+    async def call_source(self, source: str, message: m.Message) -> Any:
+        """Ask the fork source `source`; bounded by a timeout."""
