@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (a virtualenv, the pinned npm conformance suite) and runs
-# every test: lint, types, unit and model-based tests, and the conformance suite.
+# every test: lint, types, the import layering, unit and model-based tests, and the
+# conformance suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -8,4 +9,6 @@ python3 -m venv .venv
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 .venv/bin/ruff check .
 .venv/bin/mypy
+# The layering (pyproject: tool.importlinter); its report is printed only when it fails.
+.venv/bin/lint-imports --no-cache > .lint-imports.txt || { cat .lint-imports.txt; exit 1; }
 exec .venv/bin/python -m pytest "$@"
