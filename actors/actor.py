@@ -35,7 +35,7 @@ import trio
 
 from actors import faults, reads
 from actors import messages as m
-from actors.batch import stage_appends
+from actors.batch import Outcome, stage_appends
 from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
 from actors.supervisor import Supervisor
@@ -214,7 +214,7 @@ class StreamActor:
             pending.fail(faults.actor_failed(self.name, error))
             raise
 
-    async def _dispatch(self, message: m.Message) -> Any:
+    async def _dispatch(self, message: m.Ask[Any]) -> Any:
         match message:
             case m.CreateMessage():
                 return await self._create(message)
@@ -355,7 +355,7 @@ class StreamActor:
 
     async def _commit_appends(
         self, batch: list[m.Envelope]
-    ) -> tuple[list[tuple[m.Pending, Reply | ProtocolError]], int, bytes | None]:
+    ) -> tuple[list[Outcome], int, bytes | None]:
         """Outcomes, and where the committed data starts and what it is (None: no commit)."""
         state = self._existing()
         added_from = state.tail

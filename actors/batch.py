@@ -10,7 +10,7 @@ from streams.protocol import records
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import Reply, StreamState
 
-Outcome = tuple[m.Pending, Reply | ProtocolError]
+Outcome = tuple["m.Pending[Reply]", Reply | ProtocolError]
 
 
 def stage_appends(

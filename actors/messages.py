@@ -1,32 +1,43 @@
-"""What the service layer asks a stream actor, and what the actor answers."""
+"""What the service layer asks a stream actor, and what the actor answers.
+
+Each message is an `Ask[R]`: its reply is an `R`, so `Registry.call` is typed end to end.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
-from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.machine import AppendRequest, CreateRequest, Reply
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 
+R = TypeVar("R")
+
+
+class Ask(Generic[R]):
+    """A message to a stream's actor whose reply is an `R`."""
+
+    __slots__ = ()
+
 
 @attrs.frozen
-class CreateMessage:
+class CreateMessage(Ask[Reply]):
     request: CreateRequest
     # For forks: registers the new fork (by incarnation) with its source before commit.
     link: Callable[[str], Awaitable[None]] | None = None
 
 
 @attrs.frozen
-class AppendMessage:
+class AppendMessage(Ask[Reply]):
     request: AppendRequest
 
 
 @attrs.frozen
-class Read:
+class Read(Ask["ReadResult"]):
     start: int | Sentinel
     max_bytes: int
     bound: int | None = None  # never read at or past this position (a fork's offset)
@@ -37,22 +48,22 @@ class Read:
 
 
 @attrs.frozen
-class Head:
+class Head(Ask[Reply]):
     pass
 
 
 @attrs.frozen
-class Delete:
+class Delete(Ask[Reply]):
     pass
 
 
 @attrs.frozen
-class Describe:
+class Describe(Ask["Snapshot"]):
     """Fork creation: the source's metadata, readable even when soft-deleted."""
 
 
 @attrs.frozen
-class Advance:
+class Advance(Ask[tuple[int, int]]):
     """Fork creation: resolve a sub-offset through this stream's own data."""
 
     position: int
@@ -61,41 +72,26 @@ class Advance:
 
 
 @attrs.frozen
-class Link:
+class Link(Ask[None]):
     fork: str
     incarnation: str
 
 
 @attrs.frozen
-class Links:
+class Links(Ask[dict[str, str]]):
     """The forks recorded against this stream, by incarnation (a check after restart)."""
 
 
 @attrs.frozen
-class Unlink:
+class Unlink(Ask[None]):
     """A fork is gone (or, with None, a check after restart): collect a soft-deleted source."""
 
     fork: str | None
 
 
 @attrs.frozen
-class Expire:
+class Expire(Ask[None]):
     pass
-
-
-Message = (
-    CreateMessage
-    | AppendMessage
-    | Read
-    | Head
-    | Delete
-    | Describe
-    | Advance
-    | Link
-    | Links
-    | Unlink
-    | Expire
-)
 
 
 class Change:
@@ -150,7 +146,7 @@ class ReadResult:
         return self.start + len(self.data) == self.end
 
 
-class Pending:
+class Pending(Generic[R]):
     """A reply slot one caller waits on."""
 
     def __init__(self) -> None:
@@ -158,7 +154,7 @@ class Pending:
         self._value: Any = None
         self._error: BaseException | None = None
 
-    def set(self, value: Any) -> None:
+    def set(self, value: R) -> None:
         if not self._done.is_set():
             self._value = value
             self._done.set()
@@ -168,11 +164,13 @@ class Pending:
             self._error = error
             self._done.set()
 
-    async def wait(self) -> Any:
+    async def wait(self) -> R:
         await self._done.wait()
         if self._error is not None:
             raise self._error
-        return self._value
+        return self._value  # type: ignore[no-any-return]  # set() took an R
 
 
-Envelope = tuple[Message, Pending]
+# The actor answers every kind of message through one inbox, so it holds untyped slots; each
+# caller's own slot is typed by its message.
+Envelope = tuple["Ask[Any]", "Pending[Any]"]

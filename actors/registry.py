@@ -8,13 +8,12 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
 from actors import messages as m
 from actors.actor import StreamActor
-from actors.messages import Pending
+from actors.messages import Pending, R
 from actors.storage import Storage
 from streams.protocol.errors import ProtocolError
 from streams.resources import Throttle
@@ -76,15 +75,15 @@ class Registry:
     def active(self) -> int:
         return len(self._actors)
 
-    async def call(self, name: str, message: m.Message) -> Any:
+    async def call(self, name: str, message: m.Ask[R]) -> R:
         """Send a message to the stream's actor and wait for its reply."""
         refused = self._refused.get(name)
         if refused is not None:
             if trio.current_time() < refused[0]:
                 raise refused[1]
             del self._refused[name]  # look again: it may have been repaired
-        pending = Pending()
-        envelope = (message, pending)
+        pending: Pending[R] = Pending()
+        envelope: m.Envelope = (message, pending)
         while True:
             # No checkpoint between looking the actor up and queueing: an actor only stops
             # while its inbox is empty, and it leaves the registry before closing the inbox.
@@ -99,7 +98,7 @@ class Registry:
                     continue  # it failed while we waited for room: its successor takes it
             return await pending.wait()
 
-    async def call_source(self, source: str, message: m.Message) -> Any:
+    async def call_source(self, source: str, message: m.Ask[R]) -> R:
         """What an actor uses to ask its fork source (to link, or to release it). Actors wait
         for each other only this way, up a fork chain, never down it; chains are acyclic, so
         no two actors can wait for each other. The timeout bounds the wait all the same."""

@@ -55,8 +55,8 @@ class Streams:
             async def link(incarnation: str) -> None:
                 await self.registry.call_source(source, m.Link(name, incarnation))
 
-            return await self.registry.call(name, m.CreateMessage(request, link))  # type: ignore[no-any-return]
-        return await self.registry.call(name, m.CreateMessage(request))  # type: ignore[no-any-return]
+            return await self.registry.call(name, m.CreateMessage(request, link))
+        return await self.registry.call(name, m.CreateMessage(request))
 
     async def _fork_request(self, name: str, request: CreateRequest, fork: Fork) -> CreateRequest:
         if fork.source == name:
@@ -122,13 +122,13 @@ class Streams:
     async def append(self, name: str, request: AppendRequest) -> Reply:
         if request.content_type is not None and is_json(request.content_type) and request.body:
             request = attrs.evolve(request, flattened=await flatten(request.body))
-        return await self.registry.call(name, m.AppendMessage(request))  # type: ignore[no-any-return]
+        return await self.registry.call(name, m.AppendMessage(request))
 
     async def head(self, name: str) -> Reply:
-        return await self.registry.call(name, m.Head())  # type: ignore[no-any-return]
+        return await self.registry.call(name, m.Head())
 
     async def delete(self, name: str) -> Reply:
-        return await self.registry.call(name, m.Delete())  # type: ignore[no-any-return]
+        return await self.registry.call(name, m.Delete())
 
     async def read(
         self,

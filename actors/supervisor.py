@@ -5,7 +5,7 @@ An actor imports nothing of the registry; the registry satisfies this protocol.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from actors import messages as m
 from streams.protocol.errors import ProtocolError
@@ -32,5 +32,5 @@ class Supervisor(Protocol):
     def last_access(self, name: str, ttl: int | None, now: float) -> float:
         """When the stream was last accessed, as far as this process knows."""
 
-    async def call_source(self, source: str, message: m.Message) -> Any:
+    async def call_source(self, source: str, message: m.Ask[m.R]) -> m.R:
         """Ask the fork source `source`; bounded by a timeout."""

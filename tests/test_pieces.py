@@ -35,9 +35,10 @@ class SpyRegistry(Registry):
 
     reads: list[tuple[m.Read, int]]
 
-    async def call(self, name: str, message: m.Message) -> Any:
+    async def call(self, name: str, message: m.Ask[m.R]) -> m.R:
         result = await super().call(name, message)
         if isinstance(message, m.Read):
+            assert isinstance(result, m.ReadResult)
             self.reads.append((message, len(result.data)))
         return result
 
