@@ -385,8 +385,9 @@ class StreamActor:
     async def _delete(self) -> None:
         """Soft delete while forks read our data; otherwise remove, and tell our source."""
         state = self._existing()
-        if await self.storage.links(self.name):
-            if not state.soft_deleted:
+        action = state.delete_action(referenced=bool(await self.storage.links(self.name)))
+        if action != "remove":
+            if action == "soft-delete":
                 assert self.log is not None
                 record = records.SoftDeleteRecord(self.clock())
                 locator = self.log.stage(*records.encode(record))

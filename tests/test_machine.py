@@ -1034,3 +1034,12 @@ def test_expires_at_is_fixed() -> None:
 def test_expires_at_wins_over_ttl() -> None:
     state = make_state(ttl=10, expires_at=T0 + 500)
     assert state.deadline() == T0 + 500
+
+
+def test_delete_action_keeps_what_forks_read() -> None:
+    state = make_state()
+    assert state.delete_action(referenced=False) == "remove"
+    assert state.delete_action(referenced=True) == "soft-delete"
+    state.apply(SoftDeleteRecord(NOW), 1)
+    assert state.delete_action(referenced=True) == "keep"
+    assert state.delete_action(referenced=False) == "remove"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from typing import Literal
 
 import attrs
 
@@ -199,6 +200,14 @@ class StreamState:
         if self.closed:
             headers["Stream-Closed"] = "true"
         return headers
+
+    def delete_action(self, referenced: bool) -> Literal["remove", "soft-delete", "keep"]:
+        """What a DELETE (or expiry, or a last fork going) does: a stream that forks still
+        read keeps its data and answers 410 from then on (soft delete, once); any other
+        goes."""
+        if not referenced:
+            return "remove"
+        return "keep" if self.soft_deleted else "soft-delete"
 
     # ---- create -------------------------------------------------------------------------
 
