@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from actors import actor
 from actors.registry import Registry
 from actors.service import Streams
-from actors.storage import Fold, Log, Restore, Storage
+from actors.storage import Fold, Log, Restore, Storage, files
 from actors.storage.files import CHECKPOINT_SUFFIX, FileStorage
 from actors.storage.memory import MemoryStorage
 from streams.protocol import checkpoint
@@ -229,4 +229,28 @@ async def test_a_log_replayed_in_full_gets_a_checkpoint_when_its_actor_stops(
     assert (counting.folded, counting.restored) == (RECORDS + 1, 0)  # replayed in full
     await session(counting, head)
     assert (counting.folded, counting.restored) == (RECORDS + 1, 1)  # then from its checkpoint
+    storage.close()
+
+
+async def test_in_file_fast_mode_a_checkpoint_covers_only_synced_data(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits are not synced in file-fast mode: the log is synced before its checkpoint
+    is written, or a power loss could leave a checkpoint over bytes that never hit the disk."""
+    events: list[str] = []
+    real_sync, real_write = files.fdatasync, files._write_checkpoint
+
+    def sync(fd: int) -> None:
+        events.append("sync")
+        real_sync(fd)
+
+    def write(path: str, binding: bytes, state: bytes) -> None:
+        events.append("checkpoint")
+        real_write(path, binding, state)
+
+    monkeypatch.setattr(files, "fdatasync", sync)
+    monkeypatch.setattr(files, "_write_checkpoint", write)
+    storage = FileStorage(tmp_path, durable=False)
+    await session(Counting(storage), fill)
+    assert events == ["sync", "checkpoint"]
     storage.close()
