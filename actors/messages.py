@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import attrs
-import trio
 
+from actors.wakeups import Change as Change  # re-exported: the actor makes them
+from actors.wakeups import Receipt
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
@@ -22,6 +23,8 @@ class CreateMessage:
 @attrs.frozen
 class AppendMessage:
     request: AppendRequest
+    # The writer's: readers of the commit wait until it is released (actors/wakeups.py).
+    receipt: Receipt | None = None
 
 
 @attrs.frozen
@@ -95,29 +98,6 @@ Message = (
     | Unlink
     | Expire
 )
-
-
-class Change:
-    """What a stream's live readers wait on: set by the actor's next commit, and then, when
-    that commit added data, holding it, so readers at the old tail need not ask again."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self.added: ReadResult | None = None
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    @property
-    def waiting(self) -> int:
-        return self._event.statistics().tasks_waiting
-
-    def publish(self, added: ReadResult | None) -> None:
-        self.added = added
-        self._event.set()
 
 
 @attrs.frozen
