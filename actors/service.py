@@ -1,8 +1,11 @@
-"""Stream operations as the HTTP layer sees them, each a short conversation with actors.
+"""Stream operations as the HTTP layer (or any front end) sees them, each a short
+conversation with actors.
 
 Forks are the reason this layer exists: creating one asks the source (and its sources)
-where the fork point lies, and reading one stitches the inherited range from the source
-with the fork's own data.
+where the fork point lies (the rules are the pure core's, `streams.protocol.forks`), and
+reading one stitches the inherited range from the source with the fork's own data. Live
+consumers `follow` a stream (actors/follow.py); an append can hold the readers it wakes until
+its response is out (`receipt`, actors/wakeups.py).
 """
 
 from __future__ import annotations

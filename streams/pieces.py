@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from actors.follow import Batch
 from actors.messages import ReadResult
 from actors.service import Streams
 from streams.protocol import sse
@@ -38,7 +39,9 @@ class ReadBody:
     It keeps no reference to the read's result, so a caller that drops its own holds no
     piece but the one being sent."""
 
-    def __init__(self, streams: Streams, name: str, result: ReadResult, *, json: bool) -> None:
+    def __init__(
+        self, streams: Streams, name: str, result: ReadResult | Batch, *, json: bool
+    ) -> None:
         self.streams = streams
         self.name = name
         self.start, self.end = result.start, result.end
