@@ -11,7 +11,7 @@ from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 from streams.protocol.requests import (
-    Create,
+    CreateHeaders,
     Fork,
     ReadQuery,
     parse_append,
@@ -36,7 +36,7 @@ def refused(call: object, *args: object) -> ProtocolError:
 
 def test_a_plain_create_defaults_to_octet_stream() -> None:
     create = parse_create({}, MAX_NAME)
-    assert create == Create(StreamConfig("application/octet-stream"), False, None)
+    assert create == CreateHeaders(StreamConfig("application/octet-stream"), False, None)
     assert create.request(b"body") == CreateRequest(
         StreamConfig("application/octet-stream"), False, b"body"
     )
@@ -44,7 +44,9 @@ def test_a_plain_create_defaults_to_octet_stream() -> None:
 
 def test_a_create_takes_its_content_type_ttl_and_closure() -> None:
     headers = {"content-type": "text/plain", "stream-ttl": "60", "stream-closed": "TRUE"}
-    assert parse_create(headers, MAX_NAME) == Create(StreamConfig("text/plain", 60), True, None)
+    assert parse_create(headers, MAX_NAME) == CreateHeaders(
+        StreamConfig("text/plain", 60), True, None
+    )
     expires = parse_create({"stream-expires-at": "2030-01-01T00:00:00Z"}, MAX_NAME)
     assert expires.config.expires_at == 1893456000.0
 

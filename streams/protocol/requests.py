@@ -64,7 +64,7 @@ def parse_fork(headers: Mapping[str, str], max_name_bytes: int) -> Fork | None:
 
 
 @attrs.frozen
-class Create:
+class CreateHeaders:
     """A PUT whose headers passed: the stream it creates, once given the body."""
 
     config: StreamConfig
@@ -75,7 +75,7 @@ class Create:
         return CreateRequest(self.config, self.closed, body)
 
 
-def parse_create(headers: Mapping[str, str], max_name_bytes: int) -> Create:
+def parse_create(headers: Mapping[str, str], max_name_bytes: int) -> CreateHeaders:
     """A PUT's headers. A fork's content type and TTL may be left out: it inherits them."""
     ttl = parse_ttl(headers["stream-ttl"]) if "stream-ttl" in headers else None
     expires = headers.get("stream-expires-at")
@@ -89,11 +89,11 @@ def parse_create(headers: Mapping[str, str], max_name_bytes: int) -> Create:
     if content_type is None and fork is None:
         content_type = DEFAULT_CONTENT_TYPE
     config = StreamConfig(content_type or "", ttl, expires_at)
-    return Create(config, is_true(headers.get("stream-closed")), fork)
+    return CreateHeaders(config, is_true(headers.get("stream-closed")), fork)
 
 
 @attrs.frozen
-class Append:
+class AppendHeaders:
     """A POST whose headers passed; its body decides the rest."""
 
     content_type: str | None
@@ -111,8 +111,8 @@ class Append:
         return AppendRequest(self.content_type, body, self.close, self.producer, self.stream_seq)
 
 
-def parse_append(headers: Mapping[str, str]) -> Append:
-    return Append(
+def parse_append(headers: Mapping[str, str]) -> AppendHeaders:
+    return AppendHeaders(
         headers.get("content-type"),
         is_true(headers.get("stream-closed")),
         parse_producer(headers),
