@@ -122,9 +122,7 @@ class StreamsHTTP:
         create = parse_create(request.headers, self.settings.max_name_bytes)
         body = await request.body(self.settings.max_append_bytes)
         reply = await self.streams.create(name, create.request(body), create.fork)
-        if reply.status == 201:
-            reply.headers["Location"] = request.url()
-        return reply
+        return responses.created(reply, request.url())
 
     async def _post(self, request: Request, name: str, send: Sender) -> None:
         """An append, answered before the readers it wakes run (writers first)."""

@@ -14,24 +14,8 @@ from actors.messages import ReadResult
 from actors.service import Streams
 from streams.protocol import sse
 from streams.protocol.errors import not_found
-from streams.protocol.jsonmode import as_array
+from streams.protocol.jsonmode import as_array, body_length, json_piece
 from streams.sending import Send
-
-
-def json_piece(stored: bytes, *, first: bool, last: bool) -> bytes:
-    """One piece of a JSON read body, `[` + stored messages without the last comma + `]`."""
-    if first and last:
-        return as_array(stored)
-    if last:
-        return stored[:-1] + b"]"
-    return b"[" + stored if first else stored
-
-
-def body_length(stored: int, *, json: bool) -> int:
-    """The length of a read body over `stored` bytes, known before any of them is fetched."""
-    if not json:
-        return stored
-    return stored + 1 if stored else 2  # `[` + stored - `,` + `]`, or `[]`
 
 
 class ReadBody:

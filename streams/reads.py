@@ -82,7 +82,9 @@ class Reads:
             jitter=jitter(),
         )
         json = is_json(read.snapshot.config.content_type)
-        body = None if reply.status == 304 else ReadBody(self.streams, name, read, json=json)
+        body = None
+        if responses.has_body(reply.status, request.method):
+            body = ReadBody(self.streams, name, read, json=json)
         del read  # the body holds the first piece, and drops it once sent
         await respond(request, send, reply, body, self.piece)
 
@@ -108,7 +110,7 @@ class Reads:
         reply, as_base64 = responses.sse_reply(content_type)
         await request.finish()
         headers = request.response_headers() + header_list(reply.headers)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         # The watch closes the connection if a send is still stuck past the interval.
         send.close_at = trio.current_time() + self.settings.sse_reconnect_interval
         in_event = False  # a data event is being sent in pieces: nothing may come between
@@ -147,14 +149,14 @@ class Reads:
             """A comment after a quiet heartbeat keeps proxies from closing the connection.
             One timer per connection, not a cancel scope around every wait for data: that
             scope was ~7% of the CPU of an SSE fan-out to 1000 readers (py-spy)."""
-            heartbeat = min(self.settings.long_poll_timeout, 15.0)
+            heartbeat = sse.heartbeat(self.settings.long_poll_timeout)
             while True:
                 await trio.sleep_until(send.last_sent + heartbeat)
                 if trio.current_time() >= send.last_sent + heartbeat:
                     if in_event or send.in_flight:  # never inside an event; never queued
                         await trio.sleep(heartbeat)
                     else:
-                        await emit(b": keep-alive\n\n")
+                        await emit(sse.KEEP_ALIVE)
 
         try:
             async with trio.open_nursery() as nursery:

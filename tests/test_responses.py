@@ -142,6 +142,11 @@ def test_content_and_its_length(
     assert responses.content(Reply(status, {}, b"abc"), method) == expected
 
 
+def test_a_created_stream_is_named_by_its_url() -> None:
+    assert responses.created(Reply(201, {"A": "b"}), "u").headers == {"A": "b", "Location": "u"}
+    assert responses.created(Reply(200, {}), "u") == Reply(200, {})  # it existed already
+
+
 def test_head_is_never_cached_and_location_is_as_addressed() -> None:
     reply = responses.head_reply(Reply(200, {"Stream-Next-Offset": "x"}))
     assert reply.headers == {"Stream-Next-Offset": "x", "Cache-Control": caching.NO_STORE}

@@ -79,6 +79,13 @@ def head_reply(reply: Reply) -> Reply:
     return attrs.evolve(reply, headers={**reply.headers, "Cache-Control": caching.NO_STORE})
 
 
+def created(reply: Reply, url: str) -> Reply:
+    """A create's reply; a stream it created is named by its URL (Location)."""
+    if reply.status != 201:
+        return reply
+    return attrs.evolve(reply, headers={**reply.headers, "Location": url})
+
+
 def location(scheme: str, host: str | None, server: tuple[str, int] | None, path: str) -> str:
     """A created stream's URL, as the client addressed it (Host), else as the server listens."""
     if host is None:
