@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -40,6 +40,7 @@ from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
+from actors.wakeups import Receipt
 from streams.protocol import checkpoint, records
 from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.machine import Reply, StreamState, encode_body
@@ -176,10 +177,16 @@ class StreamActor:
         self.cache = TailCache(state.tail, self.cache_bytes)  # fills as appends come
         self._note_deadline()
 
-    def _notify(self, added_from: int | None = None, added: bytes = b"") -> None:
+    def _notify(
+        self,
+        added_from: int | None = None,
+        added: bytes = b"",
+        receipts: Iterable[Receipt | None] = (),
+    ) -> None:
         """Wake live readers; those at `added_from` are handed the `added` bytes directly,
         unless they are more than a piece: every reader holding this change (even one stuck
-        sending to a client that stopped reading) would keep them alive."""
+        sending to a client that stopped reading) would keep them alive. With the `receipts`
+        of the commit's writers, readers wake once those are released (actors/wakeups.py)."""
         change, self.changed = self.changed, m.Change()
         result = None
         if (
@@ -190,7 +197,7 @@ class StreamActor:
         ):
             snapshot = self._snapshot(self.state)
             result = m.ReadResult(snapshot, added_from, added_from + len(added), added)
-        change.publish(result)
+        change.publish(result, receipts)
 
     def _note_deadline(self) -> None:
         deadline = self.state.deadline() if self.state and not self.state.soft_deleted else None
@@ -350,8 +357,9 @@ class StreamActor:
                 pending.fail(outcome)
             else:
                 pending.set(outcome)
-        if added is not None:  # writers first: their replies are already scheduled
-            self._notify(added_from, added)
+        if added is not None:  # readers wake once the writers' responses are out
+            writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
+            self._notify(added_from, added, writers)
 
     async def _commit_appends(
         self, batch: list[m.Envelope]

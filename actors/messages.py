@@ -11,6 +11,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
+from actors.wakeups import Change as Change  # re-exported: the actor makes them
+from actors.wakeups import Receipt
 from streams.protocol.machine import AppendRequest, CreateRequest, Reply
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
@@ -34,6 +36,8 @@ class CreateMessage(Ask[Reply]):
 @attrs.frozen
 class AppendMessage(Ask[Reply]):
     request: AppendRequest
+    # The writer's: readers of the commit wait until it is released (actors/wakeups.py).
+    receipt: Receipt | None = None
 
 
 @attrs.frozen
@@ -94,27 +98,6 @@ class Expire(Ask[None]):
     pass
 
 
-class Change:
-    """What a stream's live readers wait on: set by the actor's next commit, and then, when
-    that commit added data, holding it, so readers at the old tail need not ask again."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self.added: ReadResult | None = None
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    @property
-    def waiting(self) -> int:
-        return self._event.statistics().tasks_waiting
-
-    def publish(self, added: ReadResult | None) -> None:
-        self.added = added
-        self._event.set()
 
 
 @attrs.frozen

@@ -1,8 +1,11 @@
-"""Stream operations as the HTTP layer sees them, each a short conversation with actors.
+"""Stream operations as the HTTP layer (or any front end) sees them, each a short
+conversation with actors.
 
 Forks are the reason this layer exists: creating one asks the source (and its sources)
-where the fork point lies, and reading one stitches the inherited range from the source
-with the fork's own data.
+where the fork point lies (the rules are the pure core's, `streams.protocol.forks`), and
+reading one stitches the inherited range from the source with the fork's own data. Live
+consumers `follow` a stream (actors/follow.py); an append can hold the readers it wakes until
+its response is out (`receipt`, actors/wakeups.py).
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import attrs
 import trio
 
 from actors import messages as m
+from actors.follow import Follower
 from actors.registry import Registry
-from streams.protocol import jsonmode
-from streams.protocol.errors import ProtocolError, bad_request, conflict, not_found
-from streams.protocol.headers import is_json, media_type
+from actors.wakeups import Receipt, Wakeups
+from streams.protocol import forks, jsonmode
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import is_json
 from streams.protocol.machine import AppendRequest, CreateRequest, Reply
 from streams.protocol.offsets import Sentinel
+from streams.protocol.requests import Fork as Fork  # where callers have found it
 
 # JSON bodies larger than this are flattened in a worker thread, at most this many at once
 # (the GIL is shared: more threads would only take turns, and hold more bodies' memory).
@@ -32,17 +38,47 @@ async def flatten(body: bytes) -> bytes:
     return await trio.to_thread.run_sync(jsonmode.flatten, body, limiter=_flatteners)
 
 
-@attrs.frozen
-class Fork:
-    source: str
-    offset: int | None = None
-    sub_offset: int = 0
-
-
 class Streams:
-    def __init__(self, registry: Registry, *, max_fork_depth: int = 100) -> None:
+    """The stream operations, each a short conversation with the stream's actor (and, for
+    forks, its sources' actors): what the HTTP adapter, and any other front end, calls.
+
+    `run` must run for writers to come first (`receipt`); everything else works without it.
+    """
+
+    def __init__(
+        self, registry: Registry, *, max_fork_depth: int = 100, reader_wake_delay: float = 0.1
+    ) -> None:
         self.registry = registry
         self.max_fork_depth = max_fork_depth
+        self.wakeups = Wakeups(reader_wake_delay)
+
+    async def run(self) -> None:
+        """Wakes the readers of commits whose writers did not release their receipts in time."""
+        await self.wakeups.run()
+
+    def receipt(self) -> Receipt | None:
+        """For `append`: the live readers of its commit then wait until it is released, which
+        the caller does once its response is sent (at most `reader_wake_delay` s). None (no
+        holding) unless `run` runs."""
+        return self.wakeups.receipt()
+
+    def follow(
+        self,
+        name: str,
+        start: int | Sentinel,
+        *,
+        max_bytes: int = 1 << 20,
+        piece: int | None = None,
+    ) -> Follower:
+        """The committed batches of `name` from `start`, as they are committed (see
+        `actors.follow.Follower`): each ends at a record boundary, the first at least
+        `max_bytes` past its start (or the tail), and with `piece` holds only its first
+        `piece` bytes of data."""
+
+        async def read(position: int | Sentinel) -> m.ReadResult:
+            return await self.read(name, position, max_bytes, fetch=piece)
+
+        return Follower(read, start, max_bytes if piece is None else min(max_bytes, piece))
 
     async def create(self, name: str, request: CreateRequest, fork: Fork | None = None) -> Reply:
         if fork is not None:
@@ -59,45 +95,18 @@ class Streams:
         return await self.registry.call(name, m.CreateMessage(request))
 
     async def _fork_request(self, name: str, request: CreateRequest, fork: Fork) -> CreateRequest:
-        if fork.source == name:
-            raise conflict("a stream cannot fork itself")
+        forks.check_target(name, fork)
         try:
-            source: m.Snapshot = await self.registry.call(fork.source, m.Describe())
+            described: m.Snapshot = await self.registry.call(fork.source, m.Describe())
         except ProtocolError as error:
-            if error.status == 404:
-                raise not_found("fork source stream not found") from error
-            raise
-        if source.soft_deleted:
-            raise conflict("fork source was deleted", code="SOURCE_DELETED")
-        depth = source.config.fork_depth + 1
-        if depth > self.max_fork_depth:
-            raise bad_request(
-                f"forks chain at most {self.max_fork_depth} deep; the source is at the limit",
-                code="FORK_DEPTH_EXCEEDED",
-            )
-        anchor = source.tail if fork.offset is None else fork.offset
-        if anchor > source.tail:
-            raise bad_request("Stream-Fork-Offset is beyond the source's tail")
+            answer = forks.source_error(error)
+            if answer is error:
+                raise
+            raise answer from error
+        source = forks.Source(described.config, described.tail, described.soft_deleted)
+        anchor = forks.anchor(fork, source, self.max_fork_depth)
         position, left = await self._advance(fork.source, anchor, fork.sub_offset, source.tail)
-        if left:
-            raise bad_request("Stream-Fork-Sub-Offset is beyond the source's tail")
-        wanted = request.config
-        content_type = wanted.content_type or source.config.content_type
-        if media_type(content_type) != media_type(source.config.content_type):
-            raise conflict("a fork's Content-Type must match its source's", code="CONTENT_TYPE")
-        ttl, expires_at = wanted.ttl, wanted.expires_at
-        if ttl is None and expires_at is None:
-            ttl, expires_at = source.config.ttl, source.config.expires_at
-        config = attrs.evolve(
-            wanted,
-            content_type=source.config.content_type,
-            ttl=ttl,
-            expires_at=expires_at,
-            fork_source=fork.source,
-            fork_offset=position,
-            fork_depth=depth,
-        )
-        return attrs.evolve(request, config=config, fork_offset=fork.offset)
+        return forks.forked(request, fork, source, position, left)
 
     async def _advance(self, name: str, position: int, count: int, bound: int) -> tuple[int, int]:
         """Walk `count` sub-offset units from `position`, through inherited data first: down
@@ -119,10 +128,14 @@ class Streams:
             position, count = await self.registry.call(name, m.Advance(position, count, bound))
         return position, count
 
-    async def append(self, name: str, request: AppendRequest) -> Reply:
+    async def append(
+        self, name: str, request: AppendRequest, receipt: Receipt | None = None
+    ) -> Reply:
+        """Append; with a `receipt` (see `receipt`), the commit's live readers wait until it is
+        released."""
         if request.content_type is not None and is_json(request.content_type) and request.body:
             request = attrs.evolve(request, flattened=await flatten(request.body))
-        return await self.registry.call(name, m.AppendMessage(request))
+        return await self.registry.call(name, m.AppendMessage(request, receipt))
 
     async def head(self, name: str) -> Reply:
         return await self.registry.call(name, m.Head())

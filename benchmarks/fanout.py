@@ -255,7 +255,10 @@ def run_fanout(
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else float("nan"),
         "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+        # the writer's own latency (POST written -> its answer read) while the readers wait
         "post_p50_ms": percentile(post_latencies, 0.50),
+        "post_p99_ms": percentile(post_latencies, 0.99),
+        "post_max_ms": max(post_latencies) if post_latencies else float("nan"),
         "errors": fan.errors,
         "seconds": time.perf_counter() - began,
     }

@@ -213,6 +213,11 @@ def _rows(plan: Plan) -> list[Row]:
             None,
         )
     )
+
+    def post(entry: dict[str, Any]) -> str:
+        flag = " ⚠" if entry.get("errors") else ""
+        return f"{_ms(entry['post_p50_ms'])} / {_ms(entry['post_p99_ms'])}{flag}"
+
     for k in plan.fanout_ks:
         for short, name in (("sse", "SSE"), ("lp", "long-poll")):
             rows.append(
@@ -224,6 +229,15 @@ def _rows(plan: Plan) -> list[Row]:
                     lambda e: e["p99_ms"],
                 )
             )
+        rows.append(
+            (
+                f"Writer latency, K={k} SSE readers parked: POST → its 204, p50 / p99 ms",
+                post,
+                lambda e: e.get("post_p50_ms"),
+                f"fanout-sse-{k}",
+                lambda e: e.get("post_p99_ms"),
+            )
+        )
 
     def create_rate(entry: dict[str, Any]) -> str:
         done = "" if entry["completed"] else f" (only {entry['created']:,})"
@@ -406,6 +420,16 @@ def targets(results: Results) -> str:
             2.0,
             higher=False,
         )
+    for k in (1000, 100):  # the issue's K, else what a quick run has
+        if value(MEMORY, f"fanout-sse-{k}", "post_p50_ms") is not None:
+            ratio_line(
+                f"POST p50 with {k} SSE readers parked (memory, issue 10): ≤ 2x Node",
+                value(MEMORY, f"fanout-sse-{k}", "post_p50_ms"),
+                value(NODE_MEMORY, f"fanout-sse-{k}", "post_p50_ms"),
+                2.0,
+                higher=False,
+            )
+            break
     ratio_line(
         "↳ the raw ASGI ceiling (an event per POST, no protocol): ≤ 2x Node memory",
         value(RAW, "fanout-sse-1000", "p99_ms"),
@@ -530,12 +554,15 @@ def markdown(
         "`text/plain` stream; a writer POSTs 100 B carrying a round marker. Latency is from just "
         "before the POST is written to the arrival of the first bytes carrying the marker at each "
         "reader, stamped by one epoll loop over all sockets (so no reader waits for others' "
-        f"bookkeeping). 2 warm-up rounds, then {plan.fanout_rounds} rounds (K ≤ 100) or "
-        f"{plan.fanout_rounds_large} (K > 100); between rounds the writer waits 0.3 s / 1 s, and "
+        f"bookkeeping). 2 warm-up rounds, then {plan.fanout_rounds} rounds (long-poll with "
+        f"K > 100: {plan.fanout_rounds_large}); between rounds the writer waits 0.3 s / 1 s, and "
         "at least 1.5x the round's slowest delivery (long-poll, so every reader is parked "
         "again), or 0.05 s / 0.2 s (SSE). The raw ASGI app serves fan-out too, as the "
         "stack's ceiling: every POST sets one `trio.Event` its readers wait on, and each SSE "
         "reader sends the body as one event (no offsets, cursors or control events).",
+        "- **Writer latency**: in the SSE fan-out rounds, the writer's own POST latency, from "
+        "just before the POST is written to the arrival of its answer (issue 10: a writer must "
+        "not wait for its readers' wake-ups).",
         f"- **Creates**: wrk `PUT`s of new empty streams at {plan.create_connections} connections "
         f"until {plan.create_streams:,} were created (at most {plan.create_bound:g} s). RSS is "
         "VmRSS summed over the server's process tree (ours runs as one process, "

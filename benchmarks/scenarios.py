@@ -28,7 +28,7 @@ class Plan:
     read_connections: tuple[int, ...] = (1, 4)
     fanout_ks: tuple[int, ...] = (100, 1000)
     fanout_rounds: int = 20
-    fanout_rounds_large: int = 10  # rounds for K > 100
+    fanout_rounds_large: int = 10  # long-poll rounds for K > 100 (SSE rounds are short)
     create_streams: int = 100_000
     create_connections: int = 16
     create_bound: float = 300.0  # seconds at most for the creates
@@ -183,8 +183,9 @@ def catch_up(server: Server, plan: Plan) -> dict[str, Any]:
 def fan_out(server: Server, plan: Plan) -> dict[str, Any]:
     results = {}
     for k in plan.fanout_ks:
-        rounds = plan.fanout_rounds if k <= 100 else plan.fanout_rounds_large
         for live, short in (("sse", "sse"), ("long-poll", "lp")):
+            long = live == "long-poll" and k > 100
+            rounds = plan.fanout_rounds_large if long else plan.fanout_rounds
             name = f"bench-fanout-{short}-{k}"
             results[f"fanout-{short}-{k}"] = run_fanout(server.port, name, live, k, rounds)
             time.sleep(0.5)  # let the closed readers drain before the next set

@@ -76,7 +76,11 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             cache_bytes=resolved.tail_cache_bytes,
             piece_bytes=resolved.read_piece_bytes,
         )
-        streams = Streams(registry, max_fork_depth=resolved.max_fork_depth)
+        streams = Streams(
+            registry,
+            max_fork_depth=resolved.max_fork_depth,
+            reader_wake_delay=resolved.reader_wake_delay,
+        )
         protocol = StreamsHTTP(streams, resolved)
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -84,6 +88,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
                 app.registry_scope = scope
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(protocol.sends.run)
+                    nursery.start_soon(streams.run)
                     await registry.run(task_status=task_status)
 
         await app.nursery.start(supervise)

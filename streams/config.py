@@ -32,6 +32,7 @@ class Settings:
     max_buffered_body_bytes: int = DEFAULT_BUFFERED_BODY_BYTES
     max_connections: int | None = None  # None: derived from the descriptor limit at start
     max_fork_depth: int = 100
+    reader_wake_delay: float = 0.1  # the most an append's response holds its live readers
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -75,4 +76,5 @@ class Settings:
             max_buffered_body_bytes=buffered,
             max_connections=int(number("DS_SERVER__MAX_CONNECTIONS", 0)) or None,
             max_fork_depth=int(number("DS_LIMITS__MAX_FORK_DEPTH", 100)),
+            reader_wake_delay=number("DS_SERVER__READER_WAKE_DELAY_SECS", 0.1),
         )

@@ -9,28 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from actors.follow import Batch
 from actors.messages import ReadResult
 from actors.service import Streams
 from streams.protocol import sse
 from streams.protocol.errors import not_found
-from streams.protocol.jsonmode import as_array
+from streams.protocol.jsonmode import as_array, body_length, json_piece
 from streams.sending import Send
-
-
-def json_piece(stored: bytes, *, first: bool, last: bool) -> bytes:
-    """One piece of a JSON read body, `[` + stored messages without the last comma + `]`."""
-    if first and last:
-        return as_array(stored)
-    if last:
-        return stored[:-1] + b"]"
-    return b"[" + stored if first else stored
-
-
-def body_length(stored: int, *, json: bool) -> int:
-    """The length of a read body over `stored` bytes, known before any of them is fetched."""
-    if not json:
-        return stored
-    return stored + 1 if stored else 2  # `[` + stored - `,` + `]`, or `[]`
 
 
 class ReadBody:
@@ -38,7 +23,9 @@ class ReadBody:
     It keeps no reference to the read's result, so a caller that drops its own holds no
     piece but the one being sent."""
 
-    def __init__(self, streams: Streams, name: str, result: ReadResult, *, json: bool) -> None:
+    def __init__(
+        self, streams: Streams, name: str, result: ReadResult | Batch, *, json: bool
+    ) -> None:
         self.streams = streams
         self.name = name
         self.start, self.end = result.start, result.end

@@ -32,6 +32,7 @@ def test_every_setting_has_its_name() -> None:
             "DS_LIMITS__MAX_BUFFERED_BODY_BYTES": "4000",
             "DS_SERVER__MAX_CONNECTIONS": "200",
             "DS_LIMITS__MAX_FORK_DEPTH": "10",
+            "DS_SERVER__READER_WAKE_DELAY_SECS": "0.25",
         }
     )
     assert settings == Settings(
@@ -51,6 +52,7 @@ def test_every_setting_has_its_name() -> None:
         max_buffered_body_bytes=4000,
         max_connections=200,
         max_fork_depth=10,
+        reader_wake_delay=0.25,
     )
 
 

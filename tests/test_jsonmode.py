@@ -173,3 +173,17 @@ def test_each_message_is_compact_json_and_ranges_are_arrays(values: list[Any]) -
 def test_batches_concatenate_into_one_array(batches: list[list[Any]]) -> None:
     stored_bytes = b"".join(b"".join(stored(json.dumps(b).encode())) for b in batches)
     assert json.loads(jsonmode.as_array(stored_bytes)) == [v for b in batches for v in b]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 9, 14])
+def test_a_json_body_sent_in_pieces_is_the_whole_array(cut: int) -> None:
+    stored = jsonmode.flatten(b'[1, "two", {"3": 4}]')
+    pieces = [stored[:cut], stored[cut:]] if 0 < cut < len(stored) else [stored]
+    body = b"".join(
+        jsonmode.json_piece(piece, first=i == 0, last=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    )
+    assert body == jsonmode.as_array(stored)
+    assert len(body) == jsonmode.body_length(len(stored), json=True)
+    assert jsonmode.body_length(0, json=True) == len(jsonmode.as_array(b""))
+    assert jsonmode.body_length(7, json=False) == 7

@@ -215,3 +215,9 @@ def test_an_event_with_no_pieces_is_the_empty_event() -> None:
     for base64_encoded in (True, False):
         event = sse.DataEvent(base64_encoded=base64_encoded)
         assert event.end() == sse.data_event(b"", base64_encoded=base64_encoded)
+
+
+def test_the_heartbeat_is_the_long_poll_timeout_at_most_15_s() -> None:
+    assert sse.heartbeat(5.0) == 5.0
+    assert sse.heartbeat(20.0) == sse.MAX_HEARTBEAT_SECS == 15.0
+    assert sse.KEEP_ALIVE.startswith(b":") and sse.KEEP_ALIVE.endswith(b"\n\n")

@@ -135,3 +135,19 @@ def advance(stored: bytes, base: int, position: int, count: int, limit: int) -> 
 def as_array(stored: bytes) -> bytes:
     """A read body: stored messages (each ending in a comma) as one JSON array."""
     return b"[" + stored[:-1] + b"]" if stored else b"[]"
+
+
+def json_piece(stored: bytes, *, first: bool, last: bool) -> bytes:
+    """One piece of a JSON read body, `[` + stored messages without the last comma + `]`."""
+    if first and last:
+        return as_array(stored)
+    if last:
+        return stored[:-1] + b"]"
+    return b"[" + stored if first else stored
+
+
+def body_length(stored: int, *, json: bool) -> int:
+    """The length of a read body over `stored` bytes, known before any of them is fetched."""
+    if not json:
+        return stored
+    return stored + 1 if stored else 2  # `[` + stored - `,` + `]`, or `[]`

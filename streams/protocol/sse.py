@@ -7,6 +7,13 @@ import json
 import re
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+KEEP_ALIVE = b": keep-alive\n\n"  # a comment: proxies see traffic, clients ignore it
+MAX_HEARTBEAT_SECS = 15.0
+
+
+def heartbeat(long_poll_timeout: float) -> float:
+    """How long an SSE response may stay quiet before a keep-alive comment."""
+    return min(long_poll_timeout, MAX_HEARTBEAT_SECS)
 
 
 def data_event(payload: bytes, *, base64_encoded: bool) -> bytes:
