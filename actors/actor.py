@@ -35,7 +35,7 @@ import trio
 
 from actors import faults, reads
 from actors import messages as m
-from actors.batch import Outcome, stage_appends
+from actors.batch import commit_appends
 from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
 from actors.supervisor import Supervisor
@@ -342,7 +342,11 @@ class StreamActor:
                 break
             batch.append(envelope)
         try:
-            outcomes, added_from, added = await self._commit_appends(batch)
+            state = self._existing()
+            assert self.log is not None
+            added_from = state.tail
+            outcomes, added = await commit_appends(state, self.log, self.cache, batch, self.clock())
+            self._note_deadline()
         except BaseException as error:
             failure = (
                 error if isinstance(error, ProtocolError) else faults.actor_failed(self.name, error)
@@ -360,24 +364,6 @@ class StreamActor:
         if added is not None:  # readers wake once the writers' responses are out
             writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
             self._notify(added_from, added, writers)
-
-    async def _commit_appends(
-        self, batch: list[m.Envelope]
-    ) -> tuple[list[Outcome], int, bytes | None]:
-        """Outcomes, and where the committed data starts and what it is (None: no commit)."""
-        state = self._existing()
-        added_from = state.tail
-        assert self.log is not None
-        now = self.clock()
-        outcomes, staged = stage_appends(state, self.log, batch, now)
-        added = None
-        if staged:
-            await self.log.commit()
-            added = b"".join(staged)
-            self.cache.extend(added)
-        state.touch(now)
-        self._note_deadline()
-        return outcomes, added_from, added
 
     # ---- read ---------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """A batch of appends planned against a stream's state and staged in its log, one record
-each, before one commit covers them all (group commit). No I/O: staging only buffers."""
+each, then committed at once (group commit): one write, one fdatasync, before any reply."""
 
 from __future__ import annotations
 
 from actors import faults
 from actors import messages as m
 from actors.storage import Log, framing
+from actors.tail_cache import TailCache
 from streams.protocol import records
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import Reply, StreamState
@@ -40,3 +41,17 @@ def stage_appends(
         staged.append(planned.data)
         outcomes.append((pending, state.appended(planned)))
     return outcomes, staged
+
+
+async def commit_appends(
+    state: StreamState, log: Log, cache: TailCache, batch: list[m.Envelope], now: float
+) -> tuple[list[Outcome], bytes | None]:
+    """Each request's outcome, and the data the commit added (None: nothing to commit)."""
+    outcomes, staged = stage_appends(state, log, batch, now)
+    added = None
+    if staged:
+        await log.commit()
+        added = b"".join(staged)
+        cache.extend(added)
+    state.touch(now)
+    return outcomes, added
