@@ -53,6 +53,10 @@ CHECKPOINT = 1000  # new data records that make an actor checkpoint its state as
 
 
 class StreamActor:
+    """One stream's actor: the only owner of its log, its state and its live readers. The
+    registry starts it with a `Supervisor`, sends it `Ask`s through `send`, and it answers
+    each through the caller's `Pending`; its life is the table above."""
+
     def __init__(
         self,
         name: str,

@@ -24,6 +24,11 @@ EXPIRY_RETRY_SECS = 5.0  # after an expiry failed for want of descriptors or dis
 
 
 class Registry:
+    """The actors' supervisor: at most one actor per stream, started on demand in its
+    nursery, stopped when idle or least recently used, its failures contained (a damaged log
+    is refused for a back-off); it also expires streams nobody touches and, at start-up,
+    finishes what a crash interrupted. `call` is how everything else talks to a stream."""
+
     def __init__(
         self,
         storage: Storage,
