@@ -44,7 +44,6 @@ from actors.wakeups import Receipt
 from streams.protocol import checkpoint, records
 from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.machine import Reply, StreamState, encode_body
-from streams.resources import exhausted
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class StreamActor:
                 # answers for the stream meanwhile, and this is logged once per back-off.
                 logger.error("stream %r is refused: %s; run `%s`", self.name, error, faults.FSCK)
                 self.registry.refuse(self.name, faults.actor_failed(self.name, error))
-            elif not exhausted(error):
+            elif not faults.exhausted(error):
                 logger.exception("stream actor %r failed", self.name)
             elif (count := self.registry.exhaustion.note()) is not None:
                 # Every request may hit this at once: one line per interval, not per request.

@@ -5,14 +5,35 @@ is named as the cause."""
 from __future__ import annotations
 
 import errno
+import math
 import os
+from collections.abc import Callable
+
+import trio
 
 from actors.storage import CorruptLog, framing
 from actors.storage.files import WRITE_REFUSED
 from streams.protocol.errors import ProtocolError
-from streams.resources import exhausted, out_of_descriptors
 
 FSCK = "python -m streams fsck DATA_DIR --repair"
+EXHAUSTED_ERRNOS = (errno.EMFILE, errno.ENFILE)
+EXHAUSTED_RETRY_AFTER = "5"  # seconds; descriptors come back as streams go idle
+LOG_INTERVAL = 10.0  # seconds between two log lines about one condition every request hits
+
+
+def exhausted(error: BaseException | None) -> bool:
+    """Whether `error` means the process or the system ran out of file descriptors."""
+    return isinstance(error, OSError) and error.errno in EXHAUSTED_ERRNOS
+
+
+def out_of_descriptors() -> ProtocolError:
+    return ProtocolError(
+        503,
+        "Service Unavailable",
+        "the server is out of file descriptors; nothing was changed",
+        {"Retry-After": EXHAUSTED_RETRY_AFTER},
+        code="RESOURCE_EXHAUSTED",
+    )
 
 
 def too_large(error: framing.FrameTooLarge) -> ProtocolError:
@@ -49,3 +70,26 @@ def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError
             code="STORAGE_READ_ONLY",
         )
     return ProtocolError(500, "Internal Server Error", f"stream {name!r} failed; it restarts")
+
+
+class Throttle:
+    """When to log a condition that every request may hit: at once the first time, then at
+    most once per `interval`, with how often it happened since the last line."""
+
+    def __init__(
+        self, interval: float = LOG_INTERVAL, clock: Callable[[], float] = trio.current_time
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next = -math.inf
+        self._count = 0
+
+    def note(self) -> int | None:
+        """Count one occurrence; the number to log now, or None to stay quiet."""
+        self._count += 1
+        now = self.clock()
+        if now < self._next:
+            return None
+        self._next = now + self.interval
+        count, self._count = self._count, 0
+        return count

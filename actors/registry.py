@@ -13,10 +13,10 @@ import trio
 
 from actors import messages as m
 from actors.actor import StreamActor
+from actors.faults import Throttle
 from actors.messages import Pending, R
 from actors.storage import Storage
 from streams.protocol.errors import ProtocolError
-from streams.resources import Throttle
 
 logger = logging.getLogger(__name__)
 

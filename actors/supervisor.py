@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from actors import messages as m
+from actors.faults import Throttle
 from streams.protocol.errors import ProtocolError
-from streams.resources import Throttle
 
 if TYPE_CHECKING:
     from actors.actor import StreamActor

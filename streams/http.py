@@ -11,6 +11,7 @@ import logging
 
 import trio
 
+from actors.faults import Throttle
 from actors.service import Streams
 from streams.config import Settings
 from streams.protocol import names, responses
@@ -19,7 +20,7 @@ from streams.protocol.machine import Reply
 from streams.protocol.requests import parse_append, parse_create, parse_read
 from streams.reads import Reads
 from streams.request import Receive, Request, Scope, Send, respond, respond_error
-from streams.resources import BodyBudget, Throttle, busy, default_max_connections, fd_limit
+from streams.resources import BodyBudget, busy, default_max_connections, fd_limit
 from streams.sending import ClientGone, Sender, SendWatch
 
 __all__ = ["Receive", "Scope", "Send", "StreamsHTTP"]

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors.faults import LOG_INTERVAL
 from actors.registry import EXPIRY_RETRY_SECS, Registry
 from actors.service import Streams
 from actors.storage import Fold, Log, Restore
@@ -23,7 +24,7 @@ from streams.config import Settings
 from streams.http import StreamsHTTP
 from streams.protocol.machine import CreateRequest
 from streams.protocol.records import StreamConfig
-from streams.resources import FD_RESERVE, LOG_INTERVAL, default_max_connections
+from streams.resources import FD_RESERVE, default_max_connections
 from tests.asgi import request, start
 from tests.stored import stored_data
 
