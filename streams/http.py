@@ -46,14 +46,6 @@ class StreamsHTTP:
         self.reads = Reads(streams, settings)
         self.sends = SendWatch(settings.send_timeout)  # its `run` must be running
 
-    @property
-    def piece(self) -> int:
-        return self.reads.piece
-
-    @property
-    def sse_piece(self) -> int:
-        return self.reads.sse_piece
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self.budget, self.settings.body_timeout)
         sender = self.sends.sender(send, scope)

@@ -33,5 +33,12 @@ def served(storage: Storage, operation: Callable[[Streams], Awaitable[T]]) -> T:
     return trio.run(main)
 
 
+async def started(storage: Storage, nursery: trio.Nursery, **options: object) -> Registry:
+    """A registry on `storage`, running in `nursery` (a server's lifetime, in a test)."""
+    registry = Registry(storage, **options)  # type: ignore[arg-type]
+    await nursery.start(registry.run)
+    return registry
+
+
 def on_disk(root: Path, operation: Callable[[Streams], Awaitable[T]]) -> T:
     return served(FileStorage(root, durable=True), operation)

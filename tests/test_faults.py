@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import trio
 
-from actors.registry import Registry
 from actors.service import Fork, Streams
 from actors.storage import files
 from actors.storage.files import FileStorage
@@ -19,6 +18,7 @@ from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
+from tests.on_disk import started
 from tests.stored import stored_data
 
 TEXT = "text/plain"
@@ -48,9 +48,7 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
 ) -> None:
     storage = FileStorage(tmp_path, durable=True)
     async with trio.open_nursery() as nursery:
-        registry = Registry(storage)
-        await nursery.start(registry.run)
-        streams = Streams(registry)
+        streams = Streams(await started(storage, nursery))
         await streams.create("s", CreateRequest(StreamConfig(TEXT), body=b"a"))
         log_file = storage._path("s")
         size = log_file.stat().st_size
@@ -100,9 +98,7 @@ async def test_a_create_failing_on_a_full_disk_leaves_no_file(
     """It left a 0-byte log (the failed frame cut off) under data/streams."""
     storage = FileStorage(tmp_path, durable=True)
     async with trio.open_nursery() as nursery:
-        registry = Registry(storage)
-        await nursery.start(registry.run)
-        streams = Streams(registry)
+        streams = Streams(await started(storage, nursery))
         real = getattr(files, seam)
         monkeypatch.setattr(files, seam, failing_from(1, errno.ENOSPC, real))
         with pytest.raises(ProtocolError) as failure:
@@ -125,9 +121,7 @@ async def test_a_fork_failing_on_a_full_disk_leaves_no_file(
     failing left a 0-byte log, or a link `.tmp` under data/forks."""
     storage = FileStorage(tmp_path, durable=True)
     async with trio.open_nursery() as nursery:
-        registry = Registry(storage)
-        await nursery.start(registry.run)
-        streams = Streams(registry)
+        streams = Streams(await started(storage, nursery))
         await streams.create("src", CreateRequest(StreamConfig(TEXT), body=b"a"))
         before = files_under(tmp_path / "streams")
         real = getattr(files, seam)

@@ -97,7 +97,7 @@ async def server(cache_bytes: int) -> AsyncIterator[Server]:
     streams = Streams(registry)
     settings = Settings(storage_mode="memory", read_piece_bytes=PIECE, long_poll_timeout=5)
     app = StreamsHTTP(streams, settings)
-    assert app.sse_piece == SSE_PIECE  # the text above has its line breaks at these edges
+    assert app.reads.sse_piece == SSE_PIECE  # the text above has its line breaks at these edges
     async with trio.open_nursery() as nursery:
         await nursery.start(registry.run)
         nursery.start_soon(app.sends.run)

@@ -20,7 +20,6 @@ import httpx
 import pytest
 import trio
 
-from actors.registry import Registry
 from actors.service import Fork, Streams
 from actors.storage import DataDirLocked, files
 from actors.storage.files import FileStorage
@@ -28,6 +27,7 @@ from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
+from tests.on_disk import started
 from tests.server import running_server
 
 TEXT = "text/plain"
@@ -81,9 +81,7 @@ async def write_data(root: Path) -> int:
     """Streams to read back: `s`, its fork `f`, and `t` whose log has a torn tail."""
     storage = FileStorage(root, durable=True)
     async with trio.open_nursery() as nursery:
-        registry = Registry(storage)
-        await nursery.start(registry.run)
-        streams = Streams(registry)
+        streams = Streams(await started(storage, nursery))
         await streams.create("s", CreateRequest(StreamConfig(TEXT), body=b"hello "))
         await streams.create("f", CreateRequest(StreamConfig("")), Fork("s"))
         await streams.append("s", AppendRequest(TEXT, b"world"))
@@ -105,9 +103,7 @@ async def test_reads_are_served_and_writes_refused(
     storage = FileStorage(tmp_path, durable=True)
     assert storage.refused == error
     async with trio.open_nursery() as nursery:
-        registry = Registry(storage)
-        await nursery.start(registry.run)
-        streams = Streams(registry)
+        streams = Streams(await started(storage, nursery))
 
         async def read(name: str) -> bytes:
             return (await streams.read(name, Sentinel.START, 1 << 20)).data
@@ -225,9 +221,7 @@ async def test_a_file_system_turning_read_only_under_a_running_server(
     """As after `errors=remount-ro`: open logs meet EROFS on write, new opens are refused."""
     storage = FileStorage(tmp_path, durable=True)
     async with trio.open_nursery() as nursery:
-        registry = Registry(storage)
-        await nursery.start(registry.run)
-        streams = Streams(registry)
+        streams = Streams(await started(storage, nursery))
         await streams.create("s", CreateRequest(StreamConfig(TEXT), body=b"kept"))
 
         def read_only_fs(fd: int, *args: Any) -> int:

@@ -10,15 +10,15 @@ import trio
 import trio.testing
 
 from actors import messages as m
-from actors.registry import Registry
 from actors.service import Fork, Streams
-from actors.storage import Fold, Log, Restore, Storage
+from actors.storage import Fold, Log, Restore
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
+from tests.on_disk import started
 from tests.stored import stored_data
 
 TEXT = "text/plain"
@@ -32,12 +32,6 @@ class FakeTime:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def started(storage: Storage, nursery: trio.Nursery, **options: object) -> Registry:
-    registry = Registry(storage, **options)  # type: ignore[arg-type]
-    await nursery.start(registry.run)
-    return registry
 
 
 async def create(streams: Streams, name: str, **config: object) -> None:
