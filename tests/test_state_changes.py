@@ -235,7 +235,32 @@ messy = st.dictionaries(
 )
 
 
-@given(json_values | messy)
+@st.composite
+def mangled(draw: st.DrawFn) -> Any:
+    """A valid change or control message with fields dropped or replaced: the near misses."""
+    message: dict[str, Any] = draw(
+        st.sampled_from(
+            [
+                change("insert", value=1, headers={"txid": "t", "timestamp": "x"}),
+                change("update", value=None, old_value=2),
+                change("upsert", value=[]),
+                change("delete", old_value=3),
+                {"headers": {"control": "reset", "offset": "5"}},
+                {"headers": {"control": "snapshot-start"}},
+            ]
+        )
+    )
+    message = {**message, "headers": dict(message["headers"])}
+    for place in draw(st.lists(st.sampled_from([message, message["headers"]]), max_size=3)):
+        name = draw(st.sampled_from([*sorted(place), "operation", "control", "value"]))
+        if draw(st.booleans()):
+            place.pop(name, None)
+        else:
+            place[name] = draw(json_values | words)
+    return message
+
+
+@given(json_values | messy | mangled())
 def test_any_json_is_read_without_raising(message: Any) -> None:
     """classify never raises; what strict validation accepts the fold reads as the same kind."""
     classified = classify(message)

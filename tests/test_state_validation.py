@@ -80,6 +80,10 @@ SEMANTIC: list[tuple[list[Any], Rejection]] = [
         [RESET, put("update", "a", 1)],
         Rejection(409, 1, 'update of missing key ("todo", "a")'),
     ),
+    (  # in-batch: a reset forgets the batch's own keys too
+        [put("insert", "b", 1), RESET, put("update", "b", 2)],
+        Rejection(409, 2, 'update of missing key ("todo", "b")'),
+    ),
     (  # in-batch: a delete, then an update
         [put("delete", "a"), put("update", "a", 1)],
         Rejection(409, 1, 'update of missing key ("todo", "a")'),
@@ -108,6 +112,7 @@ ACCEPTED: list[list[Any]] = [
     [put("insert", "b", 1), put("update", "b", 2, old_value=1)],  # insert then update
     [put("delete", "a"), put("insert", "a", 1)],  # delete then insert
     [RESET, put("insert", "a", 1), put("update", "a", 2)],  # reset then insert again
+    [put("insert", "b", 1), RESET, put("insert", "b", 2)],
     [put("update", "n", 1, old_value=None)],  # null matches null
     [put("update", "a", 1, old_value={"n": 1, "tags": [1, True]}), put("delete", "a")],
     [put("delete", "a", old_value="anything")],  # a delete's old_value is not compared

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from state import checkpoint
 from state.changes import ABSENT, Change, Control, classify
 from state.view import View, ViewTooLarge, charge
+from tests.test_state_changes import json_values, mangled, messy
 
 BIG = 10**9
 
@@ -382,3 +383,12 @@ def test_a_damaged_checkpoint_is_never_believed(records: list[list[Any]], data: 
         damaged[at] ^= data.draw(st.integers(1, 255))
     back = checkpoint.decode(bytes(damaged), "inc", BIG, BIG)
     assert back is None or (back == view and list(back.entities) == list(view.entities))
+
+
+@given(st.lists(st.lists(json_values | messy | mangled(), max_size=4), max_size=6))
+def test_the_fold_reads_any_json_as_classify_does(records: list[list[Any]]) -> None:
+    """`View.apply` inlines `classify`'s rules; over messy JSON they still agree."""
+    view = folded(*records)
+    expected, skipped = reference(records, [10 * (index + 1) for index in range(len(records))])
+    assert rows(view) == expected
+    assert view.skipped == skipped
