@@ -50,7 +50,15 @@ def decode(blob: bytes, incarnation: str, max_entities: int, max_bytes: int) -> 
     try:
         document: Any = cbor2.loads(body)
         view = _view(document, incarnation, max_entities, max_bytes)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError, cbor2.CBORDecodeError):
+    except (
+        ValueError,
+        LookupError,
+        TypeError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+        cbor2.CBORDecodeError,
+    ):
         return None
     if view is not None and len(view) > max_entities:
         raise ViewTooLarge(f"the view holds more than {max_entities} entities")
