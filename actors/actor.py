@@ -33,13 +33,14 @@ from typing import Any
 
 import trio
 
-from actors import faults, reads
+from actors import compaction, faults, reads
 from actors import messages as m
 from actors.batch import commit_appends
 from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
+from actors.views import Views
 from actors.wakeups import Receipt
 from streams.protocol import checkpoint, records
 from streams.protocol.errors import ProtocolError, not_found
@@ -80,6 +81,7 @@ class StreamActor:
         self._held: m.Envelope | None = None
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
         self._checkpointed = 0  # data records the log's checkpoint covers
+        self.views = Views(name, registry.view_limits, registry.views, registry.drop_view)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -134,9 +136,13 @@ class StreamActor:
         return envelope
 
     async def _checkpoint(self) -> None:
-        """Before stopping, save the state if replaying the log would take a while."""
+        """Before stopping, save the state (and the view) if rebuilding them would take a
+        while."""
         state = self.state
-        if state is None or self.log is None or state.records - self._checkpointed < CHECKPOINT:
+        if state is None or self.log is None:
+            return
+        await self.views.save(self.log, state.incarnation)
+        if state.records - self._checkpointed < CHECKPOINT:
             return
         # The actor is the state's only writer, and it waits here: a thread may read it.
         await self.log.checkpoint(await trio.to_thread.run_sync(checkpoint.encode, state))
@@ -157,6 +163,7 @@ class StreamActor:
         """
         self.registry.forget(self)
         self.send.close()
+        self.views.drop()
         if self._held is not None:
             self._held[1].fail(error)
         while True:
@@ -252,6 +259,13 @@ class StreamActor:
                 return None
             case m.Expire():
                 return None
+            case m.StateSnapshot() | m.StateEntity():
+                return await self._state_read(message)
+            case m.DropView():
+                if self.state is not None:
+                    await self.views.save(self.log, self.state.incarnation, force=True)
+                self.views.drop()
+                return None
         raise TypeError(f"unknown message {message!r}")
 
     def _existing(self) -> StreamState:
@@ -276,6 +290,7 @@ class StreamActor:
             state.soft_deleted,
             state.deadline(),
             self.changed,
+            state.base,
         )
 
     # ---- create -------------------------------------------------------------------------
@@ -348,7 +363,11 @@ class StreamActor:
             state = self._existing()
             assert self.log is not None
             added_from = state.tail
-            outcomes, added = await commit_appends(state, self.log, self.cache, batch, self.clock())
+            if state.config.state_validation == "semantic":
+                await self.views.ensure(state, self.log, self.registry.read_inherited)
+            outcomes, added = await commit_appends(
+                state, self.log, self.cache, batch, self.clock(), self.views
+            )
             self._note_deadline()
         except BaseException as error:
             failure = (
@@ -367,6 +386,10 @@ class StreamActor:
         if added is not None:  # readers wake once the writers' responses are out
             writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
             self._notify(added_from, added, writers)
+            if compaction.due(state, self.views):
+                reader = self.registry.read_inherited
+                if await compaction.compact(state, self.log, self.views, self.storage, reader):
+                    self._checkpointed = 0
 
     # ---- read ---------------------------------------------------------------------------
 
@@ -377,11 +400,20 @@ class StreamActor:
             self._note_deadline()
         return await reads.read(state, self._snapshot(state), self.cache, self.log, message)
 
+    async def _state_read(self, message: m.StateSnapshot | m.StateEntity) -> m.StateRead:
+        state = self._visible()
+        state.touch(self.clock())
+        self._note_deadline()
+        reader = self.registry.read_inherited
+        offset, entities = await self.views.read(state, self.log, reader, message)
+        return m.StateRead(self._snapshot(state), offset, state.base, entities)
+
     # ---- delete, expiry, fork links -------------------------------------------------------
 
     async def _delete(self) -> None:
         """Soft delete while forks read our data; otherwise remove, and tell our source."""
         state = self._existing()
+        self.views.drop()
         action = state.delete_action(referenced=bool(await self.storage.links(self.name)))
         if action != "remove":
             if action == "soft-delete":

@@ -13,6 +13,7 @@ import trio
 
 from actors.wakeups import Change as Change  # re-exported: the actor makes them
 from actors.wakeups import Receipt
+from state.view import Entity
 from streams.protocol.machine import AppendRequest, CreateRequest, Reply
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
@@ -49,6 +50,7 @@ class Read(Ask["ReadResult"]):
     # Return only the first `fetch` bytes of the read (a piece of a response sent in pieces);
     # `end` is still where the whole read ends, a record boundary. None: all of it.
     fetch: int | None = None
+    ends: bool = False  # say where each record read ends (`ReadResult.ends`): a view's fold
 
 
 @attrs.frozen
@@ -98,6 +100,23 @@ class Expire(Ask[None]):
     pass
 
 
+@attrs.frozen
+class StateSnapshot(Ask["StateRead"]):
+    """The stream's State Protocol view as of now: its live entities (of `types`, if given)."""
+
+    types: frozenset[str] | None = None
+
+
+@attrs.frozen
+class StateEntity(Ask["StateRead"]):
+    type: str
+    key: str
+
+
+@attrs.frozen
+class DropView(Ask[None]):
+    """Memory is short: checkpoint the view and let it go (it is built again when asked)."""
+
 
 
 @attrs.frozen
@@ -111,6 +130,7 @@ class Snapshot:
     soft_deleted: bool
     deadline: float | None
     changed: Change = attrs.field(eq=False)
+    base: int = 0  # where its log starts: its last compaction, or 0
 
 
 @attrs.frozen
@@ -123,10 +143,23 @@ class ReadResult:
     end: int
     data: bytes  # stored form; JSON streams store `message,` items
     source: str | None = None  # set when `start` lies in a fork's inherited range
+    ends: tuple[int, ...] = ()  # where each record in [start, end) ends, when asked
+
 
     @property
     def complete(self) -> bool:
         return self.start + len(self.data) == self.end
+
+
+@attrs.frozen
+class StateRead:
+    """A view's entities as of `offset` (the stream's tail when read): immutable objects a
+    later commit replaces rather than changes, so they stay a picture of that offset."""
+
+    snapshot: Snapshot
+    offset: int
+    base: int  # where the log starts: 0, or the offset of the last compaction
+    entities: list[Entity]
 
 
 class Pending(Generic[R]):

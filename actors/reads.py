@@ -30,7 +30,8 @@ async def read(
         slices, stop = state.slices(start, stop, message.max_bytes)  # cut inside a record
         assert log is not None
         data = await log.read(slices) if slices else b""
-    return m.ReadResult(snapshot, start, end, data)
+    ends = tuple(state.record_ends(start, start + len(data))) if message.ends else ()
+    return m.ReadResult(snapshot, start, end, data, ends=ends)
 
 
 async def advance(state: StreamState, log: Log | None, message: m.Advance) -> tuple[int, int]:

@@ -25,6 +25,9 @@ async def recover(storage: Storage, name: str) -> tuple[Log, StreamState, int] |
     def fold(record: records.Record, locator: int, length: int) -> None:
         nonlocal recovered
         if recovered is None:
+            if isinstance(record, records.BaseRecord):  # a compacted log
+                recovered = StreamState.rebased(record, locator, length)
+                return
             assert isinstance(record, records.CreateRecord)
             recovered = StreamState.created(record, locator, length)
         else:

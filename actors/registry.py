@@ -3,6 +3,7 @@ lets idle ones stop, contains their failures, and expires streams nobody touches
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import time
@@ -16,6 +17,7 @@ from actors.actor import StreamActor
 from actors.faults import Throttle
 from actors.messages import Pending, R
 from actors.storage import Storage
+from actors.views import Inherited, ViewBudget, ViewLimits
 from streams.protocol.errors import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class Registry:
         clock: Callable[[], float] = time.time,
         refusal_backoff: float = 30.0,
         peer_timeout: float = 30.0,
+        view_limits: ViewLimits | None = None,
     ) -> None:
         self.storage = storage
         self.idle_timeout = idle_timeout
@@ -66,6 +69,10 @@ class Registry:
         self._none_alive = trio.lowlevel.ParkingLot()
         self.deadlines_loaded = trio.Event()
         self.collected = trio.Event()
+        self.view_limits = view_limits or ViewLimits()
+        self.views = ViewBudget(self.view_limits.max_resident_bytes)
+        # Set by the service layer (`actors.service.Streams`): reads that stitch forks.
+        self.reader: Inherited | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -109,7 +116,29 @@ class Registry:
         no two actors can wait for each other. The timeout bounds the wait all the same."""
         with trio.move_on_after(self.peer_timeout):
             return await self.call(source, message)
-        raise ProtocolError(
+        raise self._no_answer(source)
+
+    def drop_view(self, name: str) -> None:
+        actor = self._actors.get(name)
+        if actor is None:
+            self.views.forget(name)
+            return
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            # Nobody waits for the answer; a busy actor is asked again at the next commit.
+            actor.send.send_nowait((m.DropView(), Pending[None]()))
+
+    async def read_inherited(
+        self, source: str, start: int, bound: int, max_bytes: int
+    ) -> m.ReadResult:
+        if self.reader is None:
+            raise RuntimeError("no service layer reads for the registry")
+        reader = self.reader
+        with trio.move_on_after(self.peer_timeout):
+            return await reader(source, start, bound, max_bytes)
+        raise self._no_answer(source)
+
+    def _no_answer(self, source: str) -> ProtocolError:
+        return ProtocolError(
             503,
             "Service Unavailable",
             f"the fork source {source!r} did not answer in {self.peer_timeout:g} s",

@@ -51,6 +51,7 @@ class Streams:
         self.registry = registry
         self.max_fork_depth = max_fork_depth
         self.wakeups = Wakeups(reader_wake_delay)
+        registry.reader = self._inherited  # how a fork's actor folds its source's data
 
     async def run(self) -> None:
         """Wakes the readers of commits whose writers did not release their receipts in time."""
@@ -103,7 +104,9 @@ class Streams:
             if answer is error:
                 raise
             raise answer from error
-        source = forks.Source(described.config, described.tail, described.soft_deleted)
+        source = forks.Source(
+            described.config, described.tail, described.soft_deleted, described.base
+        )
         anchor = forks.anchor(fork, source, self.max_fork_depth)
         position, left = await self._advance(fork.source, anchor, fork.sub_offset, source.tail)
         return forks.forked(request, fork, source, position, left)
@@ -137,6 +140,17 @@ class Streams:
             request = attrs.evolve(request, flattened=await flatten(request.body))
         return await self.registry.call(name, m.AppendMessage(request, receipt))
 
+    async def state_snapshot(self, name: str, types: frozenset[str] | None = None) -> m.StateRead:
+        """The stream's State Protocol view as of its tail (docs/state.md)."""
+        return await self.registry.call(name, m.StateSnapshot(types))
+
+    async def state_entity(self, name: str, type: str, key: str) -> m.StateRead:
+        """One entity of the view (no entities: absent), and the offset it reflects."""
+        return await self.registry.call(name, m.StateEntity(type, key))
+
+    async def _inherited(self, source: str, start: int, bound: int, max_bytes: int) -> m.ReadResult:
+        return await self.read(source, start, max_bytes, bound=bound, internal=True, ends=True)
+
     async def head(self, name: str) -> Reply:
         return await self.registry.call(name, m.Head())
 
@@ -152,13 +166,14 @@ class Streams:
         bound: int | None = None,
         internal: bool = False,
         fetch: int | None = None,
+        ends: bool = False,
     ) -> m.ReadResult:
         """Stored bytes from `start`, stitched across fork boundaries: down the chain to the
         stream that holds `start`, then up it, topping up from each fork's own data (a loop,
         not recursion: chains can be deep). With `fetch`, only that many bytes come back (a
         piece), though `end` is where the whole read ends."""
         result: m.ReadResult = await self.registry.call(
-            name, m.Read(start, max_bytes, bound, internal, fetch)
+            name, m.Read(start, max_bytes, bound, internal, fetch, ends)
         )
         chain: list[tuple[str, m.ReadResult, int | None]] = []
         while result.source is not None:
@@ -167,18 +182,21 @@ class Streams:
             bound = fork_offset if bound is None else min(bound, fork_offset)
             name = result.source
             result = await self.registry.call(
-                name, m.Read(result.start, max_bytes, bound, internal=True, fetch=fetch)
+                name, m.Read(result.start, max_bytes, bound, internal=True, fetch=fetch, ends=ends)
             )
         for name, forked, bound in reversed(chain):
             fork_offset = forked.snapshot.config.fork_offset
             data, end = result.data, result.end
             size = end - forked.start
             if end < fork_offset or size >= max_bytes or (bound is not None and end >= bound):
-                result = attrs.evolve(forked, end=end, data=data)
+                result = attrs.evolve(forked, end=end, data=data, ends=result.ends)
                 continue
             rest = None if fetch is None else fetch - len(data)  # 0 once the piece is full
             own: m.ReadResult = await self.registry.call(
-                name, m.Read(end, max_bytes - size, bound, internal=True, fetch=rest)
+                name, m.Read(end, max_bytes - size, bound, internal=True, fetch=rest, ends=ends)
             )
-            result = m.ReadResult(own.snapshot, forked.start, own.end, data + own.data)
+            joined = data + own.data
+            result = m.ReadResult(
+                own.snapshot, forked.start, own.end, joined, ends=result.ends + own.ends
+            )
         return result

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from actors import messages as m
 from actors.faults import Throttle
+from actors.views import ViewBudget, ViewLimits
 from streams.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -19,6 +20,17 @@ class Supervisor(Protocol):
     """What an actor is given by whoever runs it (the registry), and all it may ask of it."""
 
     exhaustion: Throttle  # out of file descriptors: logged once per interval, by anyone
+    view_limits: ViewLimits
+    views: ViewBudget  # the resident State Protocol views of the process
+
+    def drop_view(self, name: str) -> None:
+        """Ask `name`'s actor, if it runs, to let its view go (memory is short)."""
+
+    async def read_inherited(
+        self, source: str, start: int, bound: int, max_bytes: int
+    ) -> m.ReadResult:
+        """A fork's inherited data, read from its source (and its sources) by message,
+        with record ends; bounded by a timeout."""
 
     def forget(self, actor: StreamActor) -> None:
         """Called as the actor stops: no message may reach it any more."""

@@ -20,6 +20,7 @@ from actors.service import Streams
 from actors.storage import DataDirLocked, Storage
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
+from actors.views import ViewLimits
 from streams.config import Settings
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.resources import raise_fd_limit
@@ -75,6 +76,11 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             max_resident=resolved.max_resident_actors,
             cache_bytes=resolved.tail_cache_bytes,
             piece_bytes=resolved.read_piece_bytes,
+            view_limits=ViewLimits(
+                resolved.max_view_entities,
+                resolved.max_view_bytes,
+                resolved.max_resident_view_bytes,
+            ),
         )
         streams = Streams(
             registry,

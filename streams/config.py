@@ -33,6 +33,9 @@ class Settings:
     max_connections: int | None = None  # None: derived from the descriptor limit at start
     max_fork_depth: int = 100
     reader_wake_delay: float = 0.1  # the most an append's response holds its live readers
+    max_view_entities: int = 1_000_000  # State Protocol views (docs/state.md)
+    max_view_bytes: int = 256 << 20
+    max_resident_view_bytes: int = 1 << 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -77,4 +80,7 @@ class Settings:
             max_connections=int(number("DS_SERVER__MAX_CONNECTIONS", 0)) or None,
             max_fork_depth=int(number("DS_LIMITS__MAX_FORK_DEPTH", 100)),
             reader_wake_delay=number("DS_SERVER__READER_WAKE_DELAY_SECS", 0.1),
+            max_view_entities=int(number("DS_STATE__MAX_VIEW_ENTITIES", 1_000_000)),
+            max_view_bytes=int(number("DS_STATE__MAX_VIEW_BYTES", 256 << 20)),
+            max_resident_view_bytes=int(number("DS_STATE__MAX_RESIDENT_VIEW_BYTES", 1 << 30)),
         )

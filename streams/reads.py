@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 
 from actors.follow import Batch, Follower
@@ -17,13 +19,15 @@ from actors.messages import ReadResult
 from actors.service import Streams
 from streams.config import Settings
 from streams.pieces import ReadBody
-from streams.protocol import responses, sse
-from streams.protocol.errors import not_found
+from streams.protocol import responses, sse, views
+from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.headers import is_json
 from streams.protocol.jsonmode import as_array
+from streams.protocol.offsets import Sentinel
 from streams.protocol.requests import ReadQuery
 from streams.request import Request, header_list, respond
 from streams.sending import ClientGone, Sender
+from streams.state_reads import SnapshotBody, read_view
 
 
 def view(read: ReadResult | Batch) -> responses.ReadView:
@@ -55,6 +59,54 @@ class Reads:
         self.sse_piece = max(3, self.piece // 2 // 3 * 3)
 
     async def get(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
+        if query.state is not None:
+            await self._state(request, name, query, send)
+            return
+        try:
+            await self._read(request, name, query, send)
+        except ProtocolError as error:
+            # From the start of a compacted stream only the state is left to read.
+            if error.code != "STREAM_COMPACTED" or query.start is not Sentinel.START:
+                raise
+            if send.started:
+                raise
+            await self._state(request, name, attrs.evolve(query, state="snapshot"), send)
+
+    async def _state(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
+        """A snapshot of the State Protocol view (then, with SSE, live from its offset), or
+        one of its entities (docs/state.md)."""
+        if query.state == "entity":
+            assert query.types is not None and query.key is not None
+            (kind,) = query.types
+            read = await self.streams.state_entity(name, kind, query.key)
+            value = read.entities[0].value_json() if read.entities else None
+            await respond(request, send, views.entity_reply(read.offset, value, kind, query.key))
+            return
+        read = await self.streams.state_snapshot(name, query.types)
+        body = SnapshotBody(read.entities, read.offset)
+        if query.live == "sse":
+            del read
+
+            async def prelude(emit: Callable[[bytes], Awaitable[None]]) -> None:
+                await body.send_sse(self.sse_piece, emit)
+
+            await self._sse(request, name, attrs.evolve(query, start=body.offset), send, prelude)
+            return
+        reply = views.snapshot_reply(
+            read_view(read),
+            read.base,
+            query.types,
+            query.cursor,
+            live=bool(query.live),
+            if_none_match=request.headers.get("if-none-match"),
+            now=time.time(),
+            jitter=jitter(),
+        )
+        del read  # the body holds the entities, and drops them once sent
+        has_body = responses.has_body(reply.status, request.method)
+        await respond(request, send, reply, body if has_body else None, self.piece)
+
+    async def _read(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
         if query.live == "sse":
             await self._sse(request, name, query, send)
             return
@@ -102,7 +154,16 @@ class Reads:
                 raise follower.gone or not_found() from None
         return None
 
-    async def _sse(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
+    async def _sse(
+        self,
+        request: Request,
+        name: str,
+        query: ReadQuery,
+        send: Sender,
+        prelude: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None,
+    ) -> None:
+        """An SSE response: the stream's batches from the query's start as they come; with
+        a `prelude` (a snapshot), its events first."""
         follower = self._follow(name, query, self.sse_piece)
         first = await anext(follower)
         content_type = first.snapshot.config.content_type
@@ -123,6 +184,10 @@ class Reads:
         async def stream_events(cancel: trio.CancelScope) -> None:
             nonlocal batch, in_event
             with trio.move_on_after(self.settings.sse_reconnect_interval):
+                if prelude is not None:
+                    in_event = True
+                    await prelude(emit)
+                    in_event = False
                 while batch is not None:
                     now = time.time()
                     control = responses.sse_control(view(batch), query.cursor, now, jitter())

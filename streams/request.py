@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from streams.pieces import ReadBody
 from streams.protocol import responses
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import Reply
@@ -145,8 +144,17 @@ def header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
+class Body(Protocol):
+    """A response body sent in pieces: a read's, or a state snapshot's."""
+
+    @property
+    def length(self) -> int: ...
+
+    async def send_http(self, piece_bytes: int, send: Send) -> None: ...
+
+
 async def respond(
-    request: Request, send: Sender, reply: Reply, body: ReadBody | None = None, piece: int = 0
+    request: Request, send: Sender, reply: Reply, body: Body | None = None, piece: int = 0
 ) -> None:
     """Send `reply`, or with `body` a read's status and headers and then its body, a piece
     (of `piece` bytes) at a time."""

@@ -33,6 +33,9 @@ def test_every_setting_has_its_name() -> None:
             "DS_SERVER__MAX_CONNECTIONS": "200",
             "DS_LIMITS__MAX_FORK_DEPTH": "10",
             "DS_SERVER__READER_WAKE_DELAY_SECS": "0.25",
+            "DS_STATE__MAX_VIEW_ENTITIES": "20",
+            "DS_STATE__MAX_VIEW_BYTES": "30",
+            "DS_STATE__MAX_RESIDENT_VIEW_BYTES": "40",
         }
     )
     assert settings == Settings(
@@ -53,6 +56,9 @@ def test_every_setting_has_its_name() -> None:
         max_connections=200,
         max_fork_depth=10,
         reader_wake_delay=0.25,
+        max_view_entities=20,
+        max_view_bytes=30,
+        max_resident_view_bytes=40,
     )
 
 

@@ -45,6 +45,17 @@ class Log(Protocol):
     async def checkpoint(self, state: bytes) -> None:
         """Keep `state` as what the log holds up to its end, for the next `open`."""
 
+    async def save_view(self, view: bytes) -> None:
+        """Keep a State Protocol view beside the log, replacing the last (atomically; the
+        view says which offset it reflects, and is checked before it is used)."""
+
+    async def load_view(self) -> bytes | None: ...
+
+    async def restart(self, meta: bytes, data: bytes) -> int:
+        """Compaction: atomically replace the whole log by one record (a crash leaves the
+        old log or the new one); returns where that record's data sits. Checkpoints of the
+        old log are dropped."""
+
     def close(self) -> None: ...
 
 
@@ -96,7 +107,8 @@ def replay(
                 raise CorruptLog(f"damaged record at byte {end} of {size}")
             break
         record = records.decode(item.meta)
-        if count == 0 and start == 0 and not isinstance(record, records.CreateRecord):
+        first = (records.CreateRecord, records.BaseRecord)
+        if count == 0 and start == 0 and not isinstance(record, first):
             raise ValueError("log does not start with a create record")
         fold(record, item.data_locator, item.data_length)
         last = item.data_locator - framing.data_offset(item.meta)

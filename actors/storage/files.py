@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 CHECKPOINT_SUFFIX = ".ckpt"
+VIEW_SUFFIX = ".view"  # a State Protocol view (state.checkpoint), checked when loaded
+COMPACT_SUFFIX = ".compact"  # the next log of a compaction, until it replaces the log
 
 
 def _write_checkpoint(path: str, binding: bytes, state: bytes) -> None:
@@ -146,6 +148,59 @@ class FileLog:
         if not self.durable:
             fdatasync(self.fd)
         _write_checkpoint(self.path, binding, state)
+
+    async def save_view(self, view: bytes) -> None:
+        if not self.refused:
+            await trio.to_thread.run_sync(self._save_view, view)
+
+    def _save_view(self, view: bytes) -> None:
+        """Replaced whole; over synced log data only (as `_checkpoint`), so a view never
+        reflects an offset that a power loss can take back and later appends fill again."""
+        if not self.durable:
+            fdatasync(self.fd)
+        temporary = self.path + VIEW_SUFFIX + ".tmp"
+        with open(temporary, "wb") as file:
+            file.write(view)
+        os.replace(temporary, self.path + VIEW_SUFFIX)
+
+    async def load_view(self) -> bytes | None:
+        def load() -> bytes | None:
+            try:
+                with open(self.path + VIEW_SUFFIX, "rb") as file:
+                    return file.read()
+            except FileNotFoundError:
+                return None
+
+        return await trio.to_thread.run_sync(load)
+
+    async def restart(self, meta: bytes, data: bytes) -> int:
+        if self.refused:
+            raise OSError(self.refused, f"{os.strerror(self.refused)}: the log is read-only")
+        await trio.to_thread.run_sync(self._restart, framing.frame(meta, data))
+        return framing.data_offset(meta)
+
+    def _restart(self, frame: bytes) -> None:
+        """The new log is written and synced beside the old one, then renamed over it: a
+        crash before the rename leaves the old log whole, after it the new one."""
+        temporary = self.path + COMPACT_SUFFIX
+        fd = open_file(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            written = 0
+            while written < len(frame):
+                written += pwrite(fd, frame[written:], written)
+            fdatasync(fd)
+            for suffix in (CHECKPOINT_SUFFIX, VIEW_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + suffix)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        old, self.fd, self.end, self.last_frame = self.fd, fd, len(frame), 0
+        os.close(old)
+        _fsync_dir(os.path.dirname(self.path))
 
     def _write(self, staged: list[tuple[bytes, bytes]]) -> int:
         view = memoryview(frames(staged))
@@ -279,8 +334,9 @@ class FileStorage:
         directory = os.path.dirname(path)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path + CHECKPOINT_SUFFIX)
+        for suffix in (CHECKPOINT_SUFFIX, VIEW_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
         fd = open_file(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         # The first commit syncs the directory entry too, in the same worker-thread call.
         return FileLog(fd, path, 0, None, self.durable, directory if self.durable else None)
@@ -290,8 +346,9 @@ class FileStorage:
 
     def _remove(self, name: str) -> None:
         path = self._file(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path + CHECKPOINT_SUFFIX)
+        for suffix in (CHECKPOINT_SUFFIX, VIEW_SUFFIX, COMPACT_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -379,7 +436,7 @@ class FileStorage:
             return None
         if (
             isinstance(meta, dict)
-            and meta.get("k") == "create"
+            and meta.get("k") in ("create", "base")
             and isinstance(meta.get("name"), str)
         ):
             return meta

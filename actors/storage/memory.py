@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import attrs
 import trio
@@ -23,10 +23,15 @@ from streams.protocol.machine import Slice
 @attrs.define
 class MemoryLog:
     buffer: bytearray
-    _on_close: Callable[[bytearray], None]  # the storage keeps the closed log
-    _on_checkpoint: Callable[[int, bytes], None]
+    _storage: MemoryStorage
+    _name: str
     end: int = 0
     _staged: Staged = attrs.field(factory=Staged)
+
+    @property
+    def _current(self) -> bool:
+        """Not removed or created again meanwhile."""
+        return self._storage._logs.get(self._name) is self.buffer
 
     def stage(self, meta: bytes, data: bytes) -> int:
         return self._staged.add(self.end, meta, data)
@@ -40,11 +45,27 @@ class MemoryLog:
         return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)
 
     async def checkpoint(self, state: bytes) -> None:
-        self._on_checkpoint(self.end, state)
+        if self._current:
+            self._storage._checkpoints[self._name] = (self.end, state)
+
+    async def save_view(self, view: bytes) -> None:
+        if self._current:
+            self._storage._views[self._name] = view
+
+    async def load_view(self) -> bytes | None:
+        return self._storage._views.get(self._name)
+
+    async def restart(self, meta: bytes, data: bytes) -> int:
+        self._storage._checkpoints.pop(self._name, None)
+        self._storage._views.pop(self._name, None)
+        self.buffer[:] = framing.frame(meta, data)
+        self.end = len(self.buffer)
+        return framing.data_offset(meta)
 
     def close(self) -> None:
         self._staged.take()
-        self._on_close(self.buffer)
+        if self._current:  # the storage keeps a compact copy of a closed log
+            self._storage._logs[self._name] = bytes(self.buffer)
 
 
 @attrs.define
@@ -55,6 +76,7 @@ class MemoryStorage:
     _logs: dict[str, bytes | bytearray] = attrs.field(factory=dict)
     _links: dict[str, dict[str, str]] = attrs.field(factory=dict)
     _checkpoints: dict[str, tuple[int, bytes]] = attrs.field(factory=dict)
+    _views: dict[str, bytes] = attrs.field(factory=dict)
 
     async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
         stored = self._logs.get(name)
@@ -73,25 +95,18 @@ class MemoryStorage:
 
     async def create(self, name: str) -> Log:
         self._checkpoints.pop(name, None)
+        self._views.pop(name, None)
         return self._live(name, bytearray())
 
     def _live(self, name: str, buffer: bytearray) -> MemoryLog:
         self._logs[name] = buffer
-
-        def keep(closed: bytearray) -> None:
-            if self._logs.get(name) is closed:  # not removed or recreated meanwhile
-                self._logs[name] = bytes(closed)
-
-        def checkpoint(end: int, state: bytes) -> None:
-            if self._logs.get(name) is buffer:
-                self._checkpoints[name] = (end, state)
-
-        return MemoryLog(buffer, keep, checkpoint, len(buffer))
+        return MemoryLog(buffer, self, name, len(buffer))
 
     async def remove(self, name: str) -> None:
         self._logs.pop(name, None)
         self._links.pop(name, None)
         self._checkpoints.pop(name, None)
+        self._views.pop(name, None)
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None:
         self._links.setdefault(source, {})[fork] = incarnation

@@ -40,6 +40,8 @@ def encode(state: StreamState) -> bytes:
                 "soft": state.soft_deleted,
                 "seq": state.stream_seq,
                 "producers": {key: list(value) for key, value in state.producers.items()},
+                "base": state.base,
+                "bv": None if state.base_view is None else list(state.base_view),
                 "starts": starts.tobytes(),
                 "locators": locators.tobytes(),
             }
@@ -60,6 +62,7 @@ def decode(blob: bytes) -> StreamState | None:
         starts.frombytes(doc["starts"])
         locators.frombytes(doc["locators"])
         by = doc["by"]
+        view = doc.get("bv")
         state = StreamState(
             name=create.name,
             config=create.config,
@@ -72,6 +75,8 @@ def decode(blob: bytes) -> StreamState | None:
             soft_deleted=doc["soft"],
             stream_seq=doc["seq"],
             producers={key: (value[0], value[1]) for key, value in doc["producers"].items()},
+            base=doc.get("base", 0),
+            base_view=None if view is None else (view[0], view[1]),
             starts=starts,
             locators=locators,
         )

@@ -21,6 +21,7 @@ class ProtocolError(Exception):
     headers: Mapping[str, str] = attrs.field(factory=dict)
     code: str = ""
     body: bool = True
+    fields: Mapping[str, object] = attrs.field(factory=dict)  # more problem details
 
     def __str__(self) -> str:
         return f"{self.status} {self.title}: {self.detail}" if self.detail else self.title
@@ -32,6 +33,7 @@ class ProtocolError(Exception):
             doc["detail"] = self.detail
         if self.code:
             doc["code"] = self.code
+        doc.update(self.fields)
         return json.dumps(doc).encode()
 
 

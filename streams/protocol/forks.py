@@ -10,8 +10,8 @@ from __future__ import annotations
 import attrs
 
 from streams.protocol.errors import ProtocolError, bad_request, conflict, not_found
-from streams.protocol.headers import media_type
-from streams.protocol.machine import CreateRequest
+from streams.protocol.headers import is_json, media_type
+from streams.protocol.machine import CreateRequest, compacted
 from streams.protocol.records import StreamConfig
 from streams.protocol.requests import Fork
 
@@ -23,6 +23,7 @@ class Source:
     config: StreamConfig
     tail: int
     soft_deleted: bool
+    base: int = 0  # its last compaction: nothing before it can be forked (docs/state.md)
 
 
 def check_target(name: str, fork: Fork) -> None:
@@ -50,6 +51,8 @@ def anchor(fork: Fork, source: Source, max_depth: int) -> int:
     position = source.tail if fork.offset is None else fork.offset
     if position > source.tail:
         raise bad_request("Stream-Fork-Offset is beyond the source's tail")
+    if position < source.base:
+        raise compacted(source.base)
     return position
 
 
@@ -65,6 +68,9 @@ def forked(
     content_type = wanted.content_type or source.config.content_type
     if media_type(content_type) != media_type(source.config.content_type):
         raise conflict("a fork's Content-Type must match its source's", code="CONTENT_TYPE")
+    state = wanted.state_validation is not None or wanted.state_compaction is not None
+    if state and not is_json(content_type):
+        raise bad_request("State Protocol streams are application/json", code="STATE_NOT_JSON")
     ttl, expires_at = wanted.ttl, wanted.expires_at
     if ttl is None and expires_at is None:
         ttl, expires_at = source.config.ttl, source.config.expires_at

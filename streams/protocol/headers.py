@@ -32,6 +32,28 @@ def parse_ttl(value: str) -> int:
     return int(value)
 
 
+STATE_VALIDATION_MODES = ("structural", "semantic")
+
+
+def parse_state_validation(value: str) -> str:
+    """`Stream-State-Validation` (docs/state.md): how appends to a state stream are checked."""
+    mode = value.strip().lower()
+    if mode not in STATE_VALIDATION_MODES:
+        raise bad_request(
+            f"Stream-State-Validation must be structural or semantic, got {value[:64]!r}"
+        )
+    return mode
+
+
+def parse_state_compaction(value: str) -> int:
+    """`Stream-State-Compaction`: the log size in bytes past which a state stream compacts."""
+    if not _DECIMAL.fullmatch(value) or len(value) > _MAX_DIGITS or int(value) < 1:
+        raise bad_request(
+            f"Stream-State-Compaction must be a positive number of bytes, got {value[:64]!r}"
+        )
+    return int(value)
+
+
 def parse_expires_at(value: str) -> float:
     """An RFC 3339 timestamp as Unix seconds."""
     text = value.strip()

@@ -36,11 +36,25 @@ from streams.protocol.headers import Producer, format_expires_at, is_json, media
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import (
     AppendRecord,
+    BaseRecord,
     CreateRecord,
     Record,
     SoftDeleteRecord,
     StreamConfig,
 )
+
+
+def compacted(base: int) -> ProtocolError:
+    """A read below the last compaction: that history is gone, its state is not."""
+    return ProtocolError(
+        410,
+        "Gone",
+        f"history before offset {offsets.encode(base)} was compacted; read from offset=-1 "
+        "(or with state=snapshot) for the state as of now, then continue from its "
+        "Stream-Next-Offset",
+        {"Stream-State-Base": offsets.encode(base)},
+        code="STREAM_COMPACTED",
+    )
 
 
 @attrs.frozen
@@ -105,6 +119,8 @@ class StreamState:
     soft_deleted: bool = False
     stream_seq: str | None = None
     producers: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    base: int = 0  # where the log's data starts: the offset of its last compaction, or 0
+    base_view: tuple[int, int] | None = None  # (locator, length) of the view as of `base`
     # Where each record's data starts in the stream and in the log: 16 bytes a record
     # (1M records: 16 MB; a list of objects was ~150 MB). A record ends where the next starts.
     _starts: array[int] = attrs.field(factory=lambda: array("q"))
@@ -128,6 +144,47 @@ class StreamState:
         state._add_extent(len(record.data) if length is None else length, locator)
         return state
 
+    @classmethod
+    def rebased(cls, record: BaseRecord, locator: int, length: int | None = None) -> StreamState:
+        """The state a compacted log starts with; `locator` and `length` of the view it
+        holds (docs/state.md)."""
+        create = record.create
+        return cls(
+            name=create.name,
+            config=create.config,
+            incarnation=create.incarnation,
+            created_at=create.at,
+            last_access=record.last_access,
+            tail=record.base,
+            closed=create.closed,
+            closed_by=record.closed_by,
+            stream_seq=record.stream_seq,
+            producers=dict(record.producers),
+            base=record.base,
+            base_view=(locator, len(record.data) if length is None else length),
+        )
+
+    def base_record(self, view: bytes) -> BaseRecord:
+        """The record a compaction at the tail starts the new log with, holding `view`;
+        `rebase` once it is written."""
+        create = CreateRecord(
+            self.name, self.config, self.incarnation, self.created_at, self.closed
+        )
+        return BaseRecord(
+            create,
+            self.tail,
+            self.last_access,
+            self.closed_by,
+            self.stream_seq,
+            self.producers,
+            view,
+        )
+
+    def rebase(self, locator: int, length: int) -> None:
+        """The log now starts at the tail with a base record whose view is at `locator`."""
+        self.base, self.base_view = self.tail, (locator, length)
+        self._starts, self._locators = array("q"), array("q")
+
     def apply(self, record: Record, locator: int, length: int | None = None) -> None:
         match record:
             case AppendRecord():
@@ -142,7 +199,7 @@ class StreamState:
                     self.closed_by = record.producer
             case SoftDeleteRecord():
                 self.soft_deleted = True
-            case CreateRecord():
+            case CreateRecord() | BaseRecord():
                 raise ValueError("a stream is created once")
 
     def _add_extent(self, length: int, locator: int) -> None:
@@ -199,6 +256,10 @@ class StreamState:
             headers["Stream-Expires-At"] = format_expires_at(self.config.expires_at)
         if self.closed:
             headers["Stream-Closed"] = "true"
+        if self.config.state_validation is not None:
+            headers["Stream-State-Validation"] = self.config.state_validation
+        if self.config.state_compaction is not None:
+            headers["Stream-State-Compaction"] = str(self.config.state_compaction)
         return headers
 
     def delete_action(self, referenced: bool) -> Literal["remove", "soft-delete", "keep"]:
@@ -221,6 +282,8 @@ class StreamState:
             and (theirs.fork_source is None or mine.fork_source == theirs.fork_source)
             and (request.fork_offset is None or mine.fork_offset == theirs.fork_offset)
             and self.closed == request.closed
+            and mine.state_validation == theirs.state_validation
+            and mine.state_compaction == theirs.state_compaction
         )
 
     def recreate(self, request: CreateRequest) -> Reply:
@@ -330,6 +393,8 @@ class StreamState:
                 position = self.tail
             case int():
                 position = start
+        if position < self.base:
+            raise compacted(self.base)
         if position > self.tail:
             raise bad_request("offset is beyond the stream's tail", code="OFFSET_OUT_OF_RANGE")
         return position
@@ -357,6 +422,28 @@ class StreamState:
         """The start of the record holding `position` (or `position` itself, outside records)."""
         index = bisect.bisect_right(self._starts, position) - 1
         return self._starts[index] if index >= 0 and position < self.tail else position
+
+    def record_ends(self, start: int, stop: int) -> list[int]:
+        """Where the records holding [start, stop) end, the last cut at `stop`."""
+        ends: list[int] = []
+        index = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while index < len(self._starts) and self._starts[index] < stop:
+            end = min(self._record_end(index), stop)
+            if end > start:
+                ends.append(end)
+            index += 1
+        return ends
+
+    def holds_boundary(self, position: int) -> bool:
+        """Whether `position` is a record boundary the log holds (its start, or its tail)."""
+        if not self.base <= position <= self.tail:
+            return False
+        if position in (self.base, self.tail):
+            return True
+        if position < self.config.fork_offset:
+            return False
+        index = bisect.bisect_left(self._starts, position)
+        return index < len(self._starts) and self._starts[index] == position
 
     def read_end(self, start: int, bound: int, max_bytes: int) -> int:
         """Where `slices(start, bound, max_bytes)` ends, in O(log records): at the first record

@@ -25,6 +25,10 @@ class StreamConfig:
     fork_source: str | None = None
     fork_offset: int = 0
     fork_depth: int = 0  # 0 unless a fork; a fork's is its source's + 1
+    # State Protocol extensions (docs/state.md): "structural" or "semantic" checks of every
+    # append, and the log size past which the stream is compacted (None: off).
+    state_validation: str | None = None
+    state_compaction: int | None = None
 
 
 @attrs.frozen
@@ -51,7 +55,63 @@ class SoftDeleteRecord:
     at: float
 
 
-Record = CreateRecord | AppendRecord | SoftDeleteRecord
+@attrs.frozen
+class BaseRecord:
+    """The first record of a compacted log (docs/state.md): the stream as of offset `base`,
+    everything a reader and a writer need but the data before it. Its own data is not stream
+    data: it is the State Protocol view as of `base` (`state.checkpoint`)."""
+
+    create: CreateRecord  # without data
+    base: int
+    last_access: float
+    closed_by: Producer | None = None
+    stream_seq: str | None = None
+    producers: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    data: bytes = b""
+
+
+Record = CreateRecord | AppendRecord | SoftDeleteRecord | BaseRecord
+
+
+def _create_meta(record: CreateRecord) -> dict[str, Any]:
+    c = record.config
+    meta = {
+        "k": "create",
+        "name": record.name,
+        "ct": c.content_type,
+        "ttl": c.ttl,
+        "exp": c.expires_at,
+        "src": c.fork_source,
+        "fo": c.fork_offset,
+        "id": record.incarnation,
+        "t": record.at,
+        "closed": record.closed,
+    }
+    if c.fork_depth:
+        meta["fd"] = c.fork_depth
+    if c.state_validation is not None:
+        meta["sv"] = c.state_validation
+    if c.state_compaction is not None:
+        meta["sc"] = c.state_compaction
+    return meta
+
+
+def _create(meta: dict[str, Any], data: bytes = b"") -> CreateRecord:
+    config = StreamConfig(
+        meta["ct"],
+        meta["ttl"],
+        meta["exp"],
+        meta["src"],
+        meta["fo"],
+        meta.get("fd", 0),
+        meta.get("sv"),
+        meta.get("sc"),
+    )
+    return CreateRecord(meta["name"], config, meta["id"], meta["t"], meta["closed"], data)
+
+
+def _producer(p: list[Any] | None) -> Producer | None:
+    return Producer(p[0], p[1], p[2]) if p else None
 
 
 def encode(record: Record) -> tuple[bytes, bytes]:
@@ -59,21 +119,15 @@ def encode(record: Record) -> tuple[bytes, bytes]:
     meta: dict[str, Any]
     match record:
         case CreateRecord():
-            c = record.config
-            meta = {
-                "k": "create",
-                "name": record.name,
-                "ct": c.content_type,
-                "ttl": c.ttl,
-                "exp": c.expires_at,
-                "src": c.fork_source,
-                "fo": c.fork_offset,
-                "id": record.incarnation,
-                "t": record.at,
-                "closed": record.closed,
-            }
-            if c.fork_depth:
-                meta["fd"] = c.fork_depth
+            meta = _create_meta(record)
+        case BaseRecord():
+            # The create fields as a create record has them: expiry scans read them alike.
+            meta = _create_meta(record.create) | {"k": "base", "h": record.base}
+            by = record.closed_by
+            meta["last"] = record.last_access
+            meta["by"] = None if by is None else [by.id, by.epoch, by.seq]
+            meta["s"] = record.stream_seq
+            meta["producers"] = {key: list(value) for key, value in record.producers.items()}
         case AppendRecord():
             meta = {"k": "append", "t": record.at}
             if record.producer is not None:
@@ -85,7 +139,7 @@ def encode(record: Record) -> tuple[bytes, bytes]:
                 meta["close"] = True
         case SoftDeleteRecord():
             meta = {"k": "softdel", "t": record.at}
-    return cbor2.dumps(meta), record.data if not isinstance(record, SoftDeleteRecord) else b""
+    return cbor2.dumps(meta), b"" if isinstance(record, SoftDeleteRecord) else record.data
 
 
 def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
@@ -96,16 +150,24 @@ def decode(meta_bytes: bytes, data: bytes = b"") -> Record:
     meta = cbor2.loads(meta_bytes)
     kind = meta["k"]
     if kind == "create":
-        config = StreamConfig(
-            meta["ct"], meta["ttl"], meta["exp"], meta["src"], meta["fo"], meta.get("fd", 0)
+        return _create(meta, data)
+    if kind == "base":
+        producers = {key: (value[0], value[1]) for key, value in meta["producers"].items()}
+        return BaseRecord(
+            _create(meta),
+            meta["h"],
+            meta["last"],
+            _producer(meta["by"]),
+            meta["s"],
+            producers,
+            data,
         )
-        return CreateRecord(meta["name"], config, meta["id"], meta["t"], meta["closed"], data)
     if kind == "append":
         p = meta.get("p")
         return AppendRecord(
             meta["t"],
             data,
-            Producer(p[0], p[1], p[2]) if p else None,
+            _producer(p),
             meta.get("s"),
             meta.get("close", False),
         )

@@ -19,9 +19,12 @@ from streams.protocol.errors import ProtocolError, bad_request
 from streams.protocol.headers import (
     DEFAULT_CONTENT_TYPE,
     Producer,
+    is_json,
     is_true,
     parse_expires_at,
     parse_producer,
+    parse_state_compaction,
+    parse_state_validation,
     parse_sub_offset,
     parse_ttl,
     valid_content_type,
@@ -88,7 +91,17 @@ def parse_create(headers: Mapping[str, str], max_name_bytes: int) -> CreateHeade
         raise bad_request(f"invalid Content-Type {content_type!r}")
     if content_type is None and fork is None:
         content_type = DEFAULT_CONTENT_TYPE
-    config = StreamConfig(content_type or "", ttl, expires_at)
+    validation = headers.get("stream-state-validation")
+    compaction = headers.get("stream-state-compaction")
+    config = StreamConfig(
+        content_type or "",
+        ttl,
+        expires_at,
+        state_validation=None if validation is None else parse_state_validation(validation),
+        state_compaction=None if compaction is None else parse_state_compaction(compaction),
+    )
+    if (validation or compaction) and content_type is not None and not is_json(content_type):
+        raise bad_request("State Protocol streams are application/json", code="STATE_NOT_JSON")
     return CreateHeaders(config, is_true(headers.get("stream-closed")), fork)
 
 
@@ -128,13 +141,21 @@ def parse_query(raw: bytes) -> dict[str, list[str]]:
     return params
 
 
+StateView = Literal["snapshot", "entity"]
+
+
 @attrs.frozen
 class ReadQuery:
-    """A GET: from where, live or not, and the cursor the client echoed."""
+    """A GET: from where, live or not, and the cursor the client echoed; with `state`, a
+    read of the stream's State Protocol view (docs/state.md) of some `types` (None: all),
+    or of one entity (`types` then holds its type)."""
 
     start: int | Sentinel
     live: Live = ""
     cursor: str | None = None
+    state: StateView | None = None
+    types: frozenset[str] | None = None
+    key: str | None = None
 
 
 def parse_read(query: Mapping[str, list[str]]) -> ReadQuery:
@@ -144,8 +165,28 @@ def parse_read(query: Mapping[str, list[str]]) -> ReadQuery:
     live = query.get("live", [""])[-1]
     if live not in LIVE_MODES:
         raise bad_request(f"unknown live mode {live!r}")
-    if live and offset_values is None:
-        raise bad_request("live reads need an offset")
     start = offsets.parse(offset_values[0]) if offset_values else Sentinel.START
+    state = parse_state(query) if start is Sentinel.START else None
+    if live and offset_values is None and state != "snapshot":
+        raise bad_request("live reads need an offset")
     mode: Live = "sse" if live == "sse" else "long-poll" if live else ""
-    return ReadQuery(start, mode, query.get("cursor", [None])[-1])
+    types = frozenset(query.get("type", ())) or None
+    key = query.get("key", [None])[-1]
+    return ReadQuery(start, mode, query.get("cursor", [None])[-1], state, types, key)
+
+
+def parse_state(query: Mapping[str, list[str]]) -> StateView | None:
+    """`state` (read from the stream's start only: clients send their handle's parameters
+    with every read, and only there does it mean something)."""
+    values = query.get("state")
+    if values is None:
+        return None
+    if values[-1] == "snapshot":
+        return "snapshot"
+    if values[-1] != "entity":
+        raise bad_request(f"state must be snapshot or entity, got {values[-1][:64]!r}")
+    if len(query.get("type", ())) != 1 or len(query.get("key", ())) != 1:
+        raise bad_request("state=entity needs one type and one key")
+    if query.get("live"):
+        raise bad_request("state=entity is not a live read")
+    return "entity"

@@ -22,12 +22,14 @@ JITTER_SECS = (1, 3600)  # the range the cursor's jitter is drawn from (caching.
 PROTOCOL_HEADERS = (
     "Content-Type, Stream-TTL, Stream-Expires-At, Stream-Closed, Stream-Seq, "
     "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, "
-    "Producer-Epoch, Producer-Seq, If-None-Match, Authorization"
+    "Producer-Epoch, Producer-Seq, If-None-Match, Authorization, "
+    "Stream-State-Validation, Stream-State-Compaction"
 )
 EXPOSED_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
-    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type, "
+    "Stream-State-Validation, Stream-State-Compaction, Stream-State-Base"
 )
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
