@@ -33,9 +33,10 @@ from typing import Any
 
 import trio
 
-from actors import compaction, faults, reads
+from actors import faults, reads
 from actors import messages as m
 from actors.batch import commit_appends
+from actors.compaction import Compactor
 from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
 from actors.supervisor import Supervisor
@@ -82,6 +83,7 @@ class StreamActor:
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
         self._checkpointed = 0  # data records the log's checkpoint covers
         self.views = Views(name, registry.view_limits, registry.views, registry.drop_view)
+        self.compactor = Compactor()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -386,9 +388,10 @@ class StreamActor:
         if added is not None:  # readers wake once the writers' responses are out
             writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
             self._notify(added_from, added, writers)
-            if compaction.due(state, self.views):
+            if state.config.state_compaction is not None:
+                step = self.compactor.after_commit
                 reader = self.registry.read_inherited
-                if await compaction.compact(state, self.log, self.views, self.storage, reader):
+                if await step(state, self.log, self.views, self.storage, reader):
                     self._checkpointed = 0
 
     # ---- read ---------------------------------------------------------------------------

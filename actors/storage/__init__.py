@@ -51,10 +51,15 @@ class Log(Protocol):
 
     async def load_view(self) -> bytes | None: ...
 
-    async def restart(self, meta: bytes, data: bytes) -> int:
-        """Compaction: atomically replace the whole log by one record (a crash leaves the
-        old log or the new one); returns where that record's data sits. Checkpoints of the
-        old log are dropped."""
+    async def prepare_restart(self, meta: bytes, data: bytes) -> int:
+        """Compaction, first step: write (and sync) beside the log a new log holding one
+        record; returns where that record's data sits in it. Replaces one prepared before."""
+
+    async def restart(self, keep_from: int) -> int:
+        """Compaction, second step: the prepared log, then this log's frames from
+        `keep_from` (a frame's start) to its end, replaces this log atomically (a crash
+        leaves the old log or the new one); returns how far the kept frames moved.
+        Checkpoints of the old log are dropped."""
 
     def close(self) -> None: ...
 

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIX = ".ckpt"
 VIEW_SUFFIX = ".view"  # a State Protocol view (state.checkpoint), checked when loaded
 COMPACT_SUFFIX = ".compact"  # the next log of a compaction, until it replaces the log
+COPY_CHUNK = 1 << 20  # a compaction copies the frames it keeps this much at a time
 
 
 def _write_checkpoint(path: str, binding: bytes, state: bytes) -> None:
@@ -98,6 +99,12 @@ def _fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes, at: int) -> None:
+    written = 0
+    while written < len(data):
+        written += pwrite(fd, data[written:], at + written)
+
+
 def _write_file(path: Path, data: bytes, durable: bool) -> None:
     """A small file written whole, through the same seams as a log commit."""
     fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -121,6 +128,7 @@ class FileLog:
     unsynced_directory: str | None = None  # a new file's directory, synced on first commit
     refused: int = 0  # why the log is open read-only (an errno), 0 if it is writable
     _staged: Staged = attrs.field(factory=Staged)
+    _next: tuple[int, int] | None = None  # a compaction's prepared log: descriptor, size
 
     def stage(self, meta: bytes, data: bytes) -> int:
         return self._staged.add(self.end, meta, data)
@@ -173,34 +181,55 @@ class FileLog:
 
         return await trio.to_thread.run_sync(load)
 
-    async def restart(self, meta: bytes, data: bytes) -> int:
+    async def prepare_restart(self, meta: bytes, data: bytes) -> int:
         if self.refused:
             raise OSError(self.refused, f"{os.strerror(self.refused)}: the log is read-only")
-        await trio.to_thread.run_sync(self._restart, framing.frame(meta, data))
+        await trio.to_thread.run_sync(self._prepare, framing.frame(meta, data))
         return framing.data_offset(meta)
 
-    def _restart(self, frame: bytes) -> None:
-        """The new log is written and synced beside the old one, then renamed over it: a
-        crash before the rename leaves the old log whole, after it the new one."""
-        temporary = self.path + COMPACT_SUFFIX
-        fd = open_file(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    def _prepare(self, frame: bytes) -> None:
+        self._discard_prepared()
+        fd = open_file(self.path + COMPACT_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            written = 0
-            while written < len(frame):
-                written += pwrite(fd, frame[written:], written)
+            _write_all(fd, frame, 0)
             fdatasync(fd)
-            for suffix in (CHECKPOINT_SUFFIX, VIEW_SUFFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path + suffix)
-            os.replace(temporary, self.path)
         except BaseException:
             os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
             raise
-        old, self.fd, self.end, self.last_frame = self.fd, fd, len(frame), 0
+        self._next = (fd, len(frame))
+
+    def _discard_prepared(self) -> None:
+        if self._next is not None:
+            os.close(self._next[0])
+            self._next = None
+
+    async def restart(self, keep_from: int) -> int:
+        return await trio.to_thread.run_sync(self._restart, keep_from)
+
+    def _restart(self, keep_from: int) -> int:
+        """The kept frames are copied after the prepared record and synced, then the new
+        log is renamed over the old one: a crash before the rename leaves the old log whole,
+        after it the new one."""
+        assert self._next is not None, "restart without prepare_restart"
+        fd, size = self._next
+        position = keep_from
+        while position < self.end:
+            chunk = pread(self.fd, min(COPY_CHUNK, self.end - position), position)
+            _write_all(fd, chunk, size + position - keep_from)
+            position += len(chunk)
+        fdatasync(fd)
+        for suffix in (CHECKPOINT_SUFFIX, VIEW_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+        os.replace(self.path + COMPACT_SUFFIX, self.path)
+        self._next = None
+        shift = size - keep_from
+        kept = self.last_frame is not None and self.last_frame >= keep_from
+        old, self.fd, self.end = self.fd, fd, self.end + shift
+        self.last_frame = self.last_frame + shift if kept and self.last_frame is not None else 0
         os.close(old)
         _fsync_dir(os.path.dirname(self.path))
+        return shift
 
     def _write(self, staged: list[tuple[bytes, bytes]]) -> int:
         view = memoryview(frames(staged))
@@ -240,6 +269,7 @@ class FileLog:
         )
 
     def close(self) -> None:
+        self._discard_prepared()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

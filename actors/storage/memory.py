@@ -27,6 +27,7 @@ class MemoryLog:
     _name: str
     end: int = 0
     _staged: Staged = attrs.field(factory=Staged)
+    _next: bytes | None = None  # a compaction's prepared log
 
     @property
     def _current(self) -> bool:
@@ -55,12 +56,18 @@ class MemoryLog:
     async def load_view(self) -> bytes | None:
         return self._storage._views.get(self._name)
 
-    async def restart(self, meta: bytes, data: bytes) -> int:
+    async def prepare_restart(self, meta: bytes, data: bytes) -> int:
+        self._next = framing.frame(meta, data)
+        return framing.data_offset(meta)
+
+    async def restart(self, keep_from: int) -> int:
+        assert self._next is not None, "restart without prepare_restart"
         self._storage._checkpoints.pop(self._name, None)
         self._storage._views.pop(self._name, None)
-        self.buffer[:] = framing.frame(meta, data)
+        prepared, self._next = self._next, None
+        self.buffer[:] = prepared + self.buffer[keep_from:]
         self.end = len(self.buffer)
-        return framing.data_offset(meta)
+        return len(prepared) - keep_from
 
     def close(self) -> None:
         self._staged.take()

@@ -176,14 +176,17 @@ class StreamState:
             self.last_access,
             self.closed_by,
             self.stream_seq,
-            self.producers,
+            dict(self.producers),
             view,
         )
 
-    def rebase(self, locator: int, length: int) -> None:
-        """The log now starts at the tail with a base record whose view is at `locator`."""
-        self.base, self.base_view = self.tail, (locator, length)
-        self._starts, self._locators = array("q"), array("q")
+    def rebase(self, base: int, view: tuple[int, int], shift: int) -> None:
+        """The log now starts with a base record as of `base` (a record boundary), its view
+        at `view`, followed by the records from `base` on, moved `shift` bytes in the log."""
+        index = bisect.bisect_left(self._starts, base)
+        self._starts = self._starts[index:]
+        self._locators = array("q", (locator + shift for locator in self._locators[index:]))
+        self.base, self.base_view = base, view
 
     def apply(self, record: Record, locator: int, length: int | None = None) -> None:
         match record:
