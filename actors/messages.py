@@ -118,7 +118,6 @@ class DropView(Ask[None]):
     """Memory is short: checkpoint the view and let it go (it is built again when asked)."""
 
 
-
 @attrs.frozen
 class Snapshot:
     """A stream's metadata at one moment, plus the change its next commit will publish."""
@@ -144,7 +143,6 @@ class ReadResult:
     data: bytes  # stored form; JSON streams store `message,` items
     source: str | None = None  # set when `start` lies in a fork's inherited range
     ends: tuple[int, ...] = ()  # where each record in [start, end) ends, when asked
-
 
     @property
     def complete(self) -> bool:

@@ -67,7 +67,6 @@ def _read_checkpoint(path: str, read: framing.Read, size: int) -> tuple[int, int
     return end, at, raw[first.data_locator : first.data_locator + first.data_length]
 
 
-
 def _link_sources(directory: Path) -> Iterator[str]:
     for path in directory.iterdir():
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, cbor2.CBORDecodeError):
