@@ -24,8 +24,9 @@ from state import checkpoint, validation
 from state.changes import parse_stored
 from state.view import Entity, View, ViewTooLarge
 from streams.protocol.errors import ProtocolError, bad_request
+from streams.protocol.extents import Slice
 from streams.protocol.headers import is_json
-from streams.protocol.machine import Slice, StreamState
+from streams.protocol.machine import StreamState
 
 logger = logging.getLogger(__name__)
 

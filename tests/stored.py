@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.storage import Storage
-from streams.protocol.machine import Slice
+from streams.protocol.extents import Slice
 from streams.protocol.records import Record
 
 

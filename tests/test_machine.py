@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from streams.protocol import jsonmode, offsets, records
 from streams.protocol.errors import ProtocolError
+from streams.protocol.extents import Slice
 from streams.protocol.headers import Producer
 from streams.protocol.machine import (
     AppendRequest,
     CreateRequest,
     Reply,
-    Slice,
     StreamState,
     encode_body,
 )

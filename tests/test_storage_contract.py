@@ -19,8 +19,8 @@ from actors.storage import CorruptLog, Log, Restore, Storage, framing
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from streams.protocol import records
+from streams.protocol.extents import Slice
 from streams.protocol.headers import Producer
-from streams.protocol.machine import Slice
 from streams.protocol.records import (
     AppendRecord,
     CreateRecord,

@@ -17,7 +17,7 @@ import trio
 
 from actors.storage import framing
 from streams.protocol import records
-from streams.protocol.machine import Slice
+from streams.protocol.extents import Slice
 
 OFFLOAD_BYTES = 1 << 20  # records at least this large are framed in a worker thread
 

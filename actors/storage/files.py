@@ -18,7 +18,7 @@ import cbor2
 import trio
 
 from actors.storage import DataDirLocked, Fold, Log, Restore, Staged, frames, framing, replay
-from streams.protocol.machine import Slice
+from streams.protocol.extents import Slice
 
 # The system calls a commit makes, the one that opens files, and recovery's reads, as seams
 # for fault-injection tests (a read-only data directory cannot be made by chmod for root).

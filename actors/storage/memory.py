@@ -17,7 +17,7 @@ from actors.storage import (
     framing,
     replay,
 )
-from streams.protocol.machine import Slice
+from streams.protocol.extents import Slice
 
 
 @attrs.define

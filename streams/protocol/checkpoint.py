@@ -16,6 +16,7 @@ from typing import Any
 import cbor2
 
 from streams.protocol import records
+from streams.protocol.extents import Extents
 from streams.protocol.headers import Producer
 from streams.protocol.machine import StreamState
 
@@ -25,7 +26,7 @@ ORDER = sys.byteorder  # the index arrays are stored in the machine's own byte o
 
 def encode(state: StreamState) -> bytes:
     create = records.CreateRecord(state.name, state.config, state.incarnation, state.created_at)
-    starts, locators = state.index
+    starts, locators = state.extents.starts, state.extents.locators
     by = state.closed_by
     return bytes(
         cbor2.dumps(
@@ -77,8 +78,7 @@ def decode(blob: bytes) -> StreamState | None:
             producers={key: (value[0], value[1]) for key, value in doc["producers"].items()},
             base=doc.get("base", 0),
             base_view=None if view is None else (view[0], view[1]),
-            starts=starts,
-            locators=locators,
+            extents=Extents(starts, locators),
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, cbor2.CBORDecodeError):
         return None

@@ -24,14 +24,13 @@ so live state and recovered state cannot drift apart.
 
 from __future__ import annotations
 
-import bisect
-from array import array
 from typing import Literal
 
 import attrs
 
 from streams.protocol import jsonmode, offsets
 from streams.protocol.errors import ProtocolError, bad_request, conflict, gone
+from streams.protocol.extents import Extents, Slice
 from streams.protocol.headers import Producer, format_expires_at, is_json, media_type
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import (
@@ -86,13 +85,6 @@ class CreateRequest:
     flattened: bytes | None = None
 
 
-@attrs.frozen
-class Slice:
-    locator: int
-    skip: int
-    length: int
-
-
 def encode_body(
     content_type: str, body: bytes, *, creating: bool, flattened: bytes | None = None
 ) -> bytes:
@@ -121,10 +113,7 @@ class StreamState:
     producers: dict[str, tuple[int, int]] = attrs.field(factory=dict)
     base: int = 0  # where the log's data starts: the offset of its last compaction, or 0
     base_view: tuple[int, int] | None = None  # (locator, length) of the view as of `base`
-    # Where each record's data starts in the stream and in the log: 16 bytes a record
-    # (1M records: 16 MB; a list of objects was ~150 MB). A record ends where the next starts.
-    _starts: array[int] = attrs.field(factory=lambda: array("q"))
-    _locators: array[int] = attrs.field(factory=lambda: array("q"))
+    extents: Extents = attrs.field(factory=Extents)  # where each record's data lies
 
     # ---- folding records -------------------------------------------------------------
 
@@ -183,9 +172,7 @@ class StreamState:
     def rebase(self, base: int, view: tuple[int, int], shift: int) -> None:
         """The log now starts with a base record as of `base` (a record boundary), its view
         at `view`, followed by the records from `base` on, moved `shift` bytes in the log."""
-        index = bisect.bisect_left(self._starts, base)
-        self._starts = self._starts[index:]
-        self._locators = array("q", (locator + shift for locator in self._locators[index:]))
+        self.extents = self.extents.from_(base, shift)
         self.base, self.base_view = base, view
 
     def apply(self, record: Record, locator: int, length: int | None = None) -> None:
@@ -207,22 +194,13 @@ class StreamState:
 
     def _add_extent(self, length: int, locator: int) -> None:
         if length:
-            self._starts.append(self.tail)
-            self._locators.append(locator)
+            self.extents.add(self.tail, locator)
             self.tail += length
 
     @property
     def records(self) -> int:
         """How many records hold data."""
-        return len(self._starts)
-
-    @property
-    def index(self) -> tuple[array[int], array[int]]:
-        """Each data record's stream start and log locator (for checkpoints)."""
-        return self._starts, self._locators
-
-    def _record_end(self, index: int) -> int:
-        return self._starts[index + 1] if index + 1 < len(self._starts) else self.tail
+        return len(self.extents)
 
     # ---- expiry -------------------------------------------------------------------------
 
@@ -405,37 +383,15 @@ class StreamState:
     def slices(self, start: int, bound: int, max_bytes: int) -> tuple[list[Slice], int]:
         """Slices of own data from `start`, whole records up to `max_bytes` (at least one),
         never past `bound`; and the position the slices end at."""
-        end = min(self.tail, bound)
-        result: list[Slice] = []
-        position, total = start, 0
-        index = max(bisect.bisect_right(self._starts, start) - 1, 0)
-        while position < end and index < len(self._starts) and (total < max_bytes or not result):
-            record_start, record_end = self._starts[index], self._record_end(index)
-            index += 1
-            if record_end <= position:
-                continue
-            stop = min(record_end, end)
-            locator = self._locators[index - 1]
-            result.append(Slice(locator, position - record_start, stop - position))
-            total += stop - position
-            position = stop
-        return result, position
+        return self.extents.slices(start, min(self.tail, bound), self.tail, max_bytes)
 
     def record_start(self, position: int) -> int:
         """The start of the record holding `position` (or `position` itself, outside records)."""
-        index = bisect.bisect_right(self._starts, position) - 1
-        return self._starts[index] if index >= 0 and position < self.tail else position
+        return self.extents.record_start(position, self.tail)
 
     def record_ends(self, start: int, stop: int) -> list[int]:
         """Where the records holding [start, stop) end, the last cut at `stop`."""
-        ends: list[int] = []
-        index = max(bisect.bisect_right(self._starts, start) - 1, 0)
-        while index < len(self._starts) and self._starts[index] < stop:
-            end = min(self._record_end(index), stop)
-            if end > start:
-                ends.append(end)
-            index += 1
-        return ends
+        return self.extents.record_ends(start, stop, self.tail)
 
     def holds_boundary(self, position: int) -> bool:
         """Whether `position` is a record boundary the log holds (its start, or its tail)."""
@@ -443,20 +399,12 @@ class StreamState:
             return False
         if position in (self.base, self.tail):
             return True
-        if position < self.config.fork_offset:
-            return False
-        index = bisect.bisect_left(self._starts, position)
-        return index < len(self._starts) and self._starts[index] == position
+        return position >= self.config.fork_offset and self.extents.starts_at(position)
 
     def read_end(self, start: int, bound: int, max_bytes: int) -> int:
         """Where `slices(start, bound, max_bytes)` ends, in O(log records): at the first record
         end at least `max_bytes` past `start` (one record at least), never past `bound`."""
-        end = min(self.tail, bound)
-        if start >= end:
-            return start
-        index = bisect.bisect_left(self._starts, start + max(max_bytes, 1))
-        record_end = self._starts[index] if index < len(self._starts) else self.tail
-        return min(record_end, end)
+        return self.extents.read_end(start, min(self.tail, bound), self.tail, max_bytes)
 
     def advance(self, position: int, count: int, bound: int) -> tuple[int, int]:
         """Move `count` bytes forward from `position` through own data, stopping at `bound`;
