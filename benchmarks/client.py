@@ -131,6 +131,39 @@ def read_all(port: int, path: str) -> tuple[bytes, int]:
         offset = response.headers["stream-next-offset"]
 
 
+class Connection:
+    """A blocking keep-alive connection for sequential requests; counts the bytes it
+    received (headers included), for scenarios that report bytes on the wire."""
+
+    def __init__(self, port: int, timeout: float = 60.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.parser = ResponseParser()
+        self.received = 0
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> Response:
+        self.parser.head_only = method == "HEAD"
+        self.sock.sendall(encode_request(method, path, headers, body))
+        while True:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError(f"{method} {path}: connection closed before the answer")
+            self.received += len(data)
+            done = self.parser.feed(data)
+            if done:
+                return done[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class TrioConnection:
     """A keep-alive connection for sequential requests inside Trio."""
 

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hostile, report, report_hostile, scenarios
+from benchmarks import hostile, report, report_hostile, report_state, scenarios, state
 from benchmarks.servers import ALL, BENCH, ROOT, SERVER_CPU, Server, Spec, log_problems
 
 LOAD = ("json", "catchup", "fanout")
 HOSTILE = ("json-flood", "stalled-sse", "reopen")  # ours only; "hostile" selects all three
-GROUPS = ("appends", *LOAD, "creates", "restart", "hostile")
+STATE = ("late-joiner", "snapshot-latency", "view-append", "compaction")  # "state": all four
+GROUPS = ("appends", *LOAD, "creates", "restart", "hostile", "state")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(GROUPS),
-        help="comma-separated subset of: " + ", ".join((*GROUPS, *HOSTILE)),
+        help="comma-separated subset of: " + ", ".join((*GROUPS, *HOSTILE, *STATE)),
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk measurement")
     parser.add_argument("--fanout-k", help="comma-separated reader counts, e.g. 100,1000")
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--restart-streams", type=int, help="streams on disk for the restart")
     parser.add_argument(
         "--reopen-records", type=int, help="one-byte records in the reopened log (1M; quick 200k)"
+    )
+    parser.add_argument(
+        "--state-changes", type=int, help="changes in the late joiner's stream (1M; quick 100k)"
     )
     parser.add_argument(
         "--hypercorn-config",
@@ -75,6 +79,8 @@ def make_plan(args: argparse.Namespace) -> scenarios.Plan:
         changes["restart_streams"] = args.restart_streams
     if args.reopen_records:
         changes["reopen_records"] = args.reopen_records
+    if args.state_changes:
+        changes["state_changes"] = args.state_changes
     return dataclasses.replace(plan, **changes)
 
 
@@ -243,6 +249,7 @@ class Bench:
                 self.run_group(spec, "restart", [("restart", lambda s: {})])
             if spec.kind == "trio":
                 self.hostile(spec, {name for name in HOSTILE if {name, "hostile"} & wanted})
+            self.state(spec, {name for name in STATE if {name, "state"} & wanted})
 
     def hostile(self, spec: Spec, wanted: set[str]) -> None:
         """Issue 9's hostile clients, each on a fresh server so that its RSS is its own."""
@@ -263,6 +270,22 @@ class Bench:
                 [("reopen", lambda s: hostile.reopen(s, plan, built))],
                 prepare=lambda s: built.update(hostile.build_log(s, plan)),
             )
+
+    def state(self, spec: Spec, wanted: set[str]) -> None:
+        """Issue 11's State Protocol scenarios on one fresh server; the Node server runs the
+        late joiner's full replay only (it has no snapshots, views or compaction)."""
+        plan = self.plan
+        steps: list[tuple[str, Callable[[Server], dict[str, Any]]]] = []
+        if "late-joiner" in wanted:
+            steps.append(("late-joiner", lambda s: state.late_joiner(s, plan)))
+        if spec.kind == "trio" and "snapshot-latency" in wanted:
+            steps.append(("snapshot-latency", lambda s: state.snapshot_latency(s, plan)))
+        if spec.kind == "trio" and "view-append" in wanted:
+            steps.append(("view-append", lambda s: state.view_append(s, plan)))
+        if spec.kind == "trio" and spec.on_disk and "compaction" in wanted:
+            steps.append(("compaction", lambda s: state.compaction(s, plan)))
+        if steps:
+            self.run_group(spec, "state", steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         print(report_hostile.table(bench.results, plan))
         print()
         print(report_hostile.goals(bench.results))
+    if report_state.has_results(bench.results):
+        print()
+        print(report_state.table(bench.results, plan))
+        print()
+        print(report_state.goals(bench.results))
     if bench.problems:
         print("\nProblems seen:\n" + "\n".join(f"- {p}" for p in bench.problems))
     say(f"done in {elapsed / 60:.1f} min; raw results in {work / 'results.json'}")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report_hostile
+from benchmarks import report_hostile, report_state
 from benchmarks.loadgen import wrk_version
 from benchmarks.scenarios import FULL, QUICK, Plan
 from benchmarks.servers import BENCH, ROOT
@@ -501,7 +501,7 @@ def markdown(
         f"This table comes from a {mode}; it took {seconds / 60:.1f} minutes. "
         f"`bash benchmarks/run.sh --quick` takes a few minutes (K={QUICK.fanout_ks[0]} fan-out "
         f"only, {QUICK.create_streams:,} creates, {QUICK.restart_streams:,} streams restarted, "
-        f"{QUICK.duration:g} s per wrk measurement); the full run (about 20 minutes here) has "
+        f"{QUICK.duration:g} s per wrk measurement); the full run (about 25 minutes here) has "
         f"K = {', '.join(map(str, FULL.fanout_ks))}, {FULL.create_streams:,} creates, "
         f"{FULL.restart_streams:,} streams restarted and {FULL.duration:g} s per measurement; "
         f"the reopened log holds {report_hostile.count(QUICK.reopen_records)} records (quick) or "
@@ -525,6 +525,7 @@ def markdown(
         targets(results),
         "",
         *report_hostile.section(results, plan),
+        *report_state.section(results, plan),
         "## Problems seen in this run",
         "",
         *(
@@ -579,6 +580,7 @@ def markdown(
         "answers 200 (ours; Node has none, so any answer) and `HEAD` of the first stream "
         "answers 200; the median. In brackets: the first start, on an empty data dir.",
         *report_hostile.measured(plan),
+        *report_state.measured(plan),
         "- Hypercorn apps run with `benchmarks/hypercorn.toml` (keep_alive_max_requests raised, "
         "backlog 2048) unless `--hypercorn-config` says otherwise. Node runs with "
         "`longPollTimeout` 20 s, like ours.",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark in one command: installs what it needs if missing (the virtualenv, wrk, the
 # pinned Node reference server), then runs every scenario and writes docs/benchmarks.md.
-#   bash benchmarks/run.sh            # full run, under ~20 minutes on 2 cores
+#   bash benchmarks/run.sh            # full run, about 25 minutes on 2 cores
 #   bash benchmarks/run.sh --quick    # a few minutes
 #   bash benchmarks/run.sh --help     # scenario / server subsets, sizes
 set -euo pipefail

@@ -47,6 +47,18 @@ class Plan:
     probe_tail: float = 0.5  # probes go on this long after the measured request answered
     probe_limit: int = 100_000  # probes at most per measurement
     hostile_bound: float = 300.0  # seconds at most for a probed request
+    # the State Protocol (issue 11); see benchmarks/state.py
+    state_changes: int = 1_000_000  # the late joiner's stream: changes ...
+    state_keys: int = 1000  # ... over this many keys
+    state_batch: int = 1000  # messages per JSON array POST while seeding
+    state_repeats: int = 3  # each late joiner reads this many times; the median is kept
+    snapshot_entities: int = 100_000  # live entities in the stream whose snapshot is timed
+    snapshot_requests: int = 50  # sequential snapshot requests timed
+    view_rounds: int = 3  # appends without / with a view resident take turns; the medians
+    disk_changes: int = 200_000  # changes appended to the compacted and uncompacted streams
+    compaction_bytes: int = 1 << 20  # Stream-State-Compaction of the compacted stream
+    compaction_wait: float = 10.0  # seconds at most for the compacted stream to shrink
+    state_bound: float = 600.0  # seconds at most for seeding one stream, or for one read
 
 
 FULL = Plan()
@@ -65,10 +77,16 @@ QUICK = Plan(
     restarts=2,
     settle_bound=10.0,
     reopen_records=200_000,
+    state_changes=100_000,
+    snapshot_entities=20_000,
+    snapshot_requests=20,
+    view_rounds=2,
+    disk_changes=50_000,
+    compaction_wait=5.0,
 )
 
 
-def _wrk_summary(result: dict[str, Any]) -> dict[str, Any]:
+def wrk_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "rps": result["rps"],
         "requests": result["requests"],
@@ -102,7 +120,7 @@ def appends(server: Server, plan: Plan) -> dict[str, Any]:
     results = {}
     for connections in plan.append_connections:
         result = run_wrk(url, "append", args, connections=connections, duration=plan.duration)
-        results[f"append-c{connections}"] = _wrk_summary(result)
+        results[f"append-c{connections}"] = wrk_summary(result)
     return results
 
 
@@ -110,7 +128,7 @@ def json_appends(server: Server, plan: Plan) -> dict[str, Any]:
     """wrk POSTs of a JSON array of 10 objects (about 95 B each) to an application/json stream."""
     path = _create(server, "bench-json", "application/json")
     args = ["application/json", "json", str(plan.json_batch)]
-    result = _wrk_summary(
+    result = wrk_summary(
         run_wrk(
             server.base + path,
             "append",
@@ -149,7 +167,7 @@ def _catch_up(server: Server, plan: Plan, path: str, key: str) -> dict[str, Any]
                 duration=plan.duration,
             )
             reads = raw["counters"]["full_reads"]
-        summary = _wrk_summary(raw)
+        summary = wrk_summary(raw)
         summary.update(
             stream_bytes=size,
             responses_per_read=responses,
