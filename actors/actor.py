@@ -5,18 +5,21 @@ to its stream is serialized without locks (which also serializes each producer, 
 protocol requires). Consecutive appends are committed together: one write, one fdatasync,
 and only then a reply to each (group commit), writers before readers. Live readers wait on
 `changed`, which the actor publishes after each commit and replaces. Nothing but the actor
-touches the stream's log (docs/architecture.md, "Ownership").
+touches the stream's log (docs/architecture.md, "Ownership"). A JSON stream read as state
+has a view the actor keeps current in each commit (actors/views.py), and a stream that asked
+for compaction takes its next step after a commit (actors/compaction.py).
 
     state      what it does                                    next
     ---------  ----------------------------------------------  ---------------------------
     starting   recovers the log (or checkpoint + what follows)  serving; stopped (no such
                in a worker thread; requests wait in the inbox  stream); failed
     serving    one message at a time, appends in batches       idle
+               (their view updated and compaction stepped)
     idle       waits for a message, up to the idle timeout     serving; retiring (timeout
                                                                and no reader parked, or
                                                                evicted: least recently used)
-    retiring   checkpoints if 1000+ records are new, serves    serving; stopped
-               what arrives meanwhile
+    retiring   checkpoints if 1000+ records are new (and the   serving; stopped
+               view, if it moved), serves what arrives
     stopped    left the registry and closed its log in one     (a request starts a
                step: a successor may open it at once           successor)
     failed     answers what is pending (500; 503 for a full    stopped
@@ -264,9 +267,7 @@ class StreamActor:
             case m.StateSnapshot() | m.StateEntity():
                 return await self._state_read(message)
             case m.DropView():
-                if self.state is not None:
-                    await self.views.save(self.log, self.state.incarnation, force=True)
-                self.views.drop()
+                await self.views.release(self.state, self.log)
                 return None
         raise TypeError(f"unknown message {message!r}")
 

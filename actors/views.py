@@ -250,6 +250,12 @@ class Views:
         await log.save_view(blob)
         self._saved = view.offset
 
+    async def release(self, state: StreamState | None, log: Log | None) -> None:
+        """Memory is short: checkpoint the view, then let it go."""
+        if state is not None:
+            await self.save(log, state.incarnation, force=True)
+        self.drop()
+
     def drop(self) -> None:
         self.view = None
         self._saved = -1
