@@ -48,7 +48,7 @@ from actors.views import Views
 from actors.wakeups import Receipt
 from streams.protocol import checkpoint, records
 from streams.protocol.errors import ProtocolError, not_found
-from streams.protocol.machine import Reply, StreamState, encode_body
+from streams.protocol.machine import Reply, StreamState, compacted, encode_body
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class StreamActor:
         self._held: m.Envelope | None = None
         self._idle: trio.CancelScope | None = None  # set while waiting for a message
         self._checkpointed = 0  # data records the log's checkpoint covers
-        self.views = Views(name, registry.view_limits, registry.views, registry.drop_view)
+        self.views = Views(name, registry)
         self.compactor = Compactor()
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -266,6 +266,12 @@ class StreamActor:
                 return None
             case m.StateSnapshot() | m.StateEntity():
                 return await self._state_read(message)
+            case m.BaseView():
+                state = self._existing()
+                view = await self.views.base_view(state, self.log)
+                if view is None:
+                    raise compacted(0)  # the fork point was checked: not reached
+                return state.incarnation, view
             case m.DropView():
                 await self.views.release(self.state, self.log)
                 return None
@@ -367,7 +373,7 @@ class StreamActor:
             assert self.log is not None
             added_from = state.tail
             if state.config.state_validation == "semantic":
-                await self.views.ensure(state, self.log, self.registry.read_inherited)
+                await self.views.ensure(state, self.log)
             outcomes, added = await commit_appends(
                 state, self.log, self.cache, batch, self.clock(), self.views
             )
@@ -389,11 +395,11 @@ class StreamActor:
         if added is not None:  # readers wake once the writers' responses are out
             writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
             self._notify(added_from, added, writers)
-            if state.config.state_compaction is not None:
-                step = self.compactor.after_commit
-                reader = self.registry.read_inherited
-                if await step(state, self.log, self.views, self.storage, reader):
-                    self._checkpointed = 0
+            compacting = state.config.state_compaction is not None
+            if compacting and await self.compactor.after_commit(
+                state, self.log, self.views, self.storage
+            ):
+                self._checkpointed = 0
 
     # ---- read ---------------------------------------------------------------------------
 
@@ -408,8 +414,7 @@ class StreamActor:
         state = self._visible()
         state.touch(self.clock())
         self._note_deadline()
-        reader = self.registry.read_inherited
-        offset, entities = await self.views.read(state, self.log, reader, message)
+        offset, entities = await self.views.read(state, self.log, message)
         return m.StateRead(self._snapshot(state), offset, state.base, entities)
 
     # ---- delete, expiry, fork links -------------------------------------------------------

@@ -32,7 +32,7 @@ import attrs
 import trio
 
 from actors.storage import Log, Storage, framing
-from actors.views import Inherited, Views
+from actors.views import Views
 from state import checkpoint
 from streams.protocol import records
 from streams.protocol.machine import StreamState
@@ -55,7 +55,7 @@ class Compactor:
         self.prepared: Prepared | None = None
 
     async def after_commit(
-        self, state: StreamState, log: Log, views: Views, storage: Storage, inherited: Inherited
+        self, state: StreamState, log: Log, views: Views, storage: Storage
     ) -> bool:
         """Take the next step if it is due; True if the log now starts at a new base."""
         threshold = state.config.state_compaction
@@ -70,7 +70,7 @@ class Compactor:
             if grown < threshold or (view is not None and grown < view.bytes):
                 return False
             if not await storage.links(state.name):
-                self.prepared = await self._prepare(state, log, views, inherited)
+                self.prepared = await self._prepare(state, log, views)
             return False
         if state.tail - prepared.base < threshold:
             return False
@@ -84,10 +84,8 @@ class Compactor:
         return True
 
     @staticmethod
-    async def _prepare(
-        state: StreamState, log: Log, views: Views, inherited: Inherited
-    ) -> Prepared | None:
-        view = await views.ensure(state, log, inherited)
+    async def _prepare(state: StreamState, log: Log, views: Views) -> Prepared | None:
+        view = await views.ensure(state, log)
         if state.tail - state.base < view.bytes:
             return None  # built just now, and larger than the log since the last base
         blob = await trio.to_thread.run_sync(checkpoint.encode, view, state.incarnation)

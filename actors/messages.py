@@ -114,6 +114,11 @@ class StateEntity(Ask["StateRead"]):
 
 
 @attrs.frozen
+class BaseView(Ask[tuple[str, bytes]]):
+    """A compacted stream's incarnation and the view its base holds (a fork folds from it)."""
+
+
+@attrs.frozen
 class DropView(Ask[None]):
     """Memory is short: checkpoint the view and let it go (it is built again when asked)."""
 

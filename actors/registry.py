@@ -9,6 +9,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -17,12 +18,22 @@ from actors.actor import StreamActor
 from actors.faults import Throttle
 from actors.messages import Pending, R
 from actors.storage import Storage
-from actors.views import Inherited, ViewBudget, ViewLimits
+from actors.view_budget import ViewBudget, ViewLimits
 from streams.protocol.errors import ProtocolError
 
 logger = logging.getLogger(__name__)
 
 EXPIRY_RETRY_SECS = 5.0  # after an expiry failed for want of descriptors or disk
+
+
+class Sources(Protocol):
+    """Reads across a fork chain, which the service layer stitches (`Streams`)."""
+
+    async def inherited(
+        self, source: str, start: int, bound: int, max_bytes: int
+    ) -> m.ReadResult: ...
+
+    async def inherited_base(self, source: str) -> tuple[str, bytes]: ...
 
 
 class Registry:
@@ -72,7 +83,7 @@ class Registry:
         self.view_limits = view_limits or ViewLimits()
         self.views = ViewBudget(self.view_limits.max_resident_bytes)
         # Set by the service layer (`actors.service.Streams`): reads that stitch forks.
-        self.reader: Inherited | None = None
+        self.sources: Sources | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -130,11 +141,17 @@ class Registry:
     async def read_inherited(
         self, source: str, start: int, bound: int, max_bytes: int
     ) -> m.ReadResult:
-        if self.reader is None:
-            raise RuntimeError("no service layer reads for the registry")
-        reader = self.reader
+        if self.sources is None:
+            raise RuntimeError("no service layer for the registry")
         with trio.move_on_after(self.peer_timeout):
-            return await reader(source, start, bound, max_bytes)
+            return await self.sources.inherited(source, start, bound, max_bytes)
+        raise self._no_answer(source)
+
+    async def inherited_base(self, source: str) -> tuple[str, bytes]:
+        if self.sources is None:
+            raise RuntimeError("no service layer for the registry")
+        with trio.move_on_after(self.peer_timeout):
+            return await self.sources.inherited_base(source)
         raise self._no_answer(source)
 
     def _no_answer(self, source: str) -> ProtocolError:

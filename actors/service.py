@@ -51,7 +51,7 @@ class Streams:
         self.registry = registry
         self.max_fork_depth = max_fork_depth
         self.wakeups = Wakeups(reader_wake_delay)
-        registry.reader = self._inherited  # how a fork's actor folds its source's data
+        registry.sources = self  # how a fork's actor folds its source's data
 
     async def run(self) -> None:
         """Wakes the readers of commits whose writers did not release their receipts in time."""
@@ -148,8 +148,18 @@ class Streams:
         """One entity of the view (no entities: absent), and the offset it reflects."""
         return await self.registry.call(name, m.StateEntity(type, key))
 
-    async def _inherited(self, source: str, start: int, bound: int, max_bytes: int) -> m.ReadResult:
+    async def inherited(self, source: str, start: int, bound: int, max_bytes: int) -> m.ReadResult:
+        """A fork's inherited data from `source`'s chain, with record ends (a view's fold)."""
         return await self.read(source, start, max_bytes, bound=bound, internal=True, ends=True)
+
+    async def inherited_base(self, name: str) -> tuple[str, bytes]:
+        """(incarnation, view) of the base of the compacted stream down `name`'s chain: a
+        fork of it folds its view from there."""
+        while True:
+            snapshot: m.Snapshot = await self.registry.call(name, m.Describe())
+            if snapshot.base or snapshot.config.fork_source is None:
+                return await self.registry.call(name, m.BaseView())
+            name = snapshot.config.fork_source
 
     async def head(self, name: str) -> Reply:
         return await self.registry.call(name, m.Head())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from actors import messages as m
 from actors.faults import Throttle
-from actors.views import ViewBudget, ViewLimits
+from actors.view_budget import ViewBudget, ViewLimits
 from streams.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -31,6 +31,10 @@ class Supervisor(Protocol):
     ) -> m.ReadResult:
         """A fork's inherited data, read from its source (and its sources) by message,
         with record ends; bounded by a timeout."""
+
+    async def inherited_base(self, source: str) -> tuple[str, bytes]:
+        """(incarnation, view) of the base of the compacted stream down `source`'s fork
+        chain; bounded by a timeout."""
 
     def forget(self, actor: StreamActor) -> None:
         """Called as the actor stops: no message may reach it any more."""

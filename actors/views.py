@@ -11,11 +11,8 @@ inherited range is read from its source by message, never from the source's log.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from actors import messages as m
@@ -28,50 +25,14 @@ from streams.protocol.extents import Slice
 from streams.protocol.headers import is_json
 from streams.protocol.machine import StreamState
 
+if TYPE_CHECKING:
+    from actors.supervisor import Supervisor
+
 logger = logging.getLogger(__name__)
 
 FOLD_CHUNK = 1 << 20  # the log is folded a chunk of whole records at a time
 IN_THREAD_BYTES = 64 * 1024  # records at least this large are parsed off the event loop
 SAVE_BYTES = 64 * 1024  # a view is checkpointed when it moved this far, and 1/8 of its size
-
-# Reads a fork's inherited data: (source, start, bound, max_bytes), with record ends.
-Inherited = Callable[[str, int, int, int], Awaitable[m.ReadResult]]
-
-
-@attrs.frozen
-class ViewLimits:
-    """What one view, and all resident views together, may hold (docs/limits.md)."""
-
-    max_entities: int = 1_000_000
-    max_bytes: int = 256 << 20
-    max_resident_bytes: int = 1 << 30
-
-
-class ViewBudget:
-    """The sizes of the resident views of a process, least recently used first: beyond the
-    budget the oldest are dropped (their actors checkpoint them first), never truncated."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._sizes: OrderedDict[str, int] = OrderedDict()
-        self.total = 0
-
-    def note(self, name: str, size: int) -> list[str]:
-        """`name`'s view now holds `size` bytes; returns the views to drop."""
-        self.total += size - self._sizes.get(name, 0)
-        self._sizes[name] = size
-        self._sizes.move_to_end(name)
-        victims, excess = [], self.total - self.max_bytes
-        for other, held in self._sizes.items():
-            if excess <= 0:
-                break
-            if other != name:
-                victims.append(other)
-                excess -= held
-        return victims
-
-    def forget(self, name: str) -> None:
-        self.total -= self._sizes.pop(name, 0)
 
 
 async def parsed(data: bytes) -> list[Any]:
@@ -110,38 +71,39 @@ def rejected(rejection: validation.Rejection) -> ProtocolError:
 class Views:
     """One actor's view of its stream (None until first asked for), and its checkpoints."""
 
-    def __init__(
-        self, name: str, limits: ViewLimits, budget: ViewBudget, drop: Callable[[str], None]
-    ) -> None:
+    def __init__(self, name: str, supervisor: Supervisor) -> None:
         self.name = name
-        self.limits = limits
-        self.budget = budget
-        self._drop_other = drop  # asks another stream's actor to let its view go
+        self.supervisor = supervisor  # its view limits and budget, and reads of fork sources
+        self.limits = supervisor.view_limits
+        self.budget = supervisor.views
         self.view: View | None = None
         self._saved = -1  # the offset its checkpoint reflects (-1: none)
         self._refused: ProtocolError | None = None  # too large: refused until the actor stops
 
-    async def ensure(self, state: StreamState, log: Log | None, inherited: Inherited) -> View:
+    async def ensure(self, state: StreamState, log: Log | None) -> View:
         """The view, built if need be: its checkpoint, if usable, then the log after it."""
         if self.view is not None:
             return self.view
         if self._refused is not None:
             raise self._refused
         try:
-            view = await self._build(state, log, inherited)
+            view = await self._build(state, log)
         except ViewTooLarge as error:
             self._refused = too_large(error)
             raise self._refused from None
         self.view = view
-        for other in self.budget.note(self.name, view.bytes):
-            self._drop_other(other)
+        self._note(view)
         return view
+
+    def _note(self, view: View) -> None:
+        """The view's size in the budget; views of other streams go if it is passed."""
+        for other in self.budget.note(self.name, view.bytes):
+            self.supervisor.drop_view(other)
 
     async def read(
         self,
         state: StreamState,
         log: Log | None,
-        inherited: Inherited,
         message: m.StateSnapshot | m.StateEntity,
     ) -> tuple[int, list[Entity]]:
         """The offset the view reflects (the tail), and its entities: all, of some types,
@@ -149,22 +111,25 @@ class Views:
         is sending."""
         if not is_json(state.config.content_type):
             raise bad_request("state views are of application/json streams", code="STATE_NOT_JSON")
-        view = await self.ensure(state, log, inherited)
+        view = await self.ensure(state, log)
         if isinstance(message, m.StateEntity):
             entity = view.get(message.type, message.key)
             return view.offset, [] if entity is None else [entity]
         return view.offset, view.pin(message.types)
 
-    async def _build(self, state: StreamState, log: Log | None, inherited: Inherited) -> View:
+    async def _build(self, state: StreamState, log: Log | None) -> View:
         view = await self._restore(state, log)
         position = view.offset
         while position < state.tail:
             if position < state.config.fork_offset:
-                assert state.config.fork_source is not None
-                read = await inherited(
-                    state.config.fork_source, position, state.config.fork_offset, FOLD_CHUNK
-                )
-                data, ends, end = read.data, read.ends, read.end
+                try:
+                    data, ends, end = await self._inherited(state, position)
+                except ProtocolError as error:
+                    if error.code != "STREAM_COMPACTED" or view.offset:
+                        raise
+                    view = await self._compacted_source(state)
+                    position = view.offset
+                    continue
             else:
                 assert log is not None
                 slices, end = state.slices(position, state.tail, FOLD_CHUNK)
@@ -177,12 +142,33 @@ class Views:
         view.offset = state.tail
         return view
 
+    async def _inherited(
+        self, state: StreamState, position: int
+    ) -> tuple[bytes, tuple[int, ...], int]:
+        assert state.config.fork_source is not None
+        source, bound = state.config.fork_source, state.config.fork_offset
+        read = await self.supervisor.read_inherited(source, position, bound, FOLD_CHUNK)
+        return read.data, read.ends, read.end
+
+    async def _compacted_source(self, state: StreamState) -> View:
+        """A fork of a compacted stream (at or past its base): the fold starts from the
+        view that stream's base holds, and goes on through its records from there."""
+        assert state.config.fork_source is not None
+        incarnation, blob = await self.supervisor.inherited_base(state.config.fork_source)
+        limits = self.limits
+        view = await trio.to_thread.run_sync(
+            checkpoint.decode, blob, incarnation, limits.max_entities, limits.max_bytes
+        )
+        if view is None or view.offset > state.config.fork_offset:
+            raise RuntimeError(f"the compacted source of {self.name!r} holds no usable view")
+        return view
+
     async def _restore(self, state: StreamState, log: Log | None) -> View:
         """The checkpointed view if it is this stream's and lies on a record boundary the
         log still holds; else an empty one (a full fold)."""
         limits = self.limits
         saved = await log.load_view() if log is not None else None
-        for blob in (saved, await self._base_view(state, log)):
+        for blob in (saved, await self.base_view(state, log)):
             if blob is None:
                 continue
             view = await trio.to_thread.run_sync(
@@ -197,7 +183,7 @@ class Views:
         return View(limits.max_entities, limits.max_bytes)
 
     @staticmethod
-    async def _base_view(state: StreamState, log: Log | None) -> bytes | None:
+    async def base_view(state: StreamState, log: Log | None) -> bytes | None:
         """The view a compacted log starts with."""
         if state.base_view is None or log is None:
             return None
@@ -233,8 +219,7 @@ class Views:
             self.drop()
             return
         view.offset = end
-        for other in self.budget.note(self.name, view.bytes):
-            self._drop_other(other)
+        self._note(view)
 
     async def save(self, log: Log | None, incarnation: str, *, force: bool = False) -> None:
         """Checkpoint the view beside the log when it moved enough since the last one (or,

@@ -20,7 +20,7 @@ from actors.service import Streams
 from actors.storage import DataDirLocked, Storage
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
-from actors.views import ViewLimits
+from actors.view_budget import ViewLimits
 from streams.config import Settings
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.resources import raise_fd_limit

@@ -17,7 +17,7 @@ from actors.service import Fork, Streams
 from actors.storage import Storage
 from actors.storage.files import VIEW_SUFFIX, FileStorage
 from actors.storage.memory import MemoryStorage
-from actors.views import ViewLimits
+from actors.view_budget import ViewLimits
 from state.view import View
 from streams.protocol import offsets
 from streams.protocol.errors import ProtocolError
@@ -356,4 +356,23 @@ async def test_a_reader_less_than_the_asked_size_behind_is_never_compacted_away(
                 if end > ends[-1] - 1000:  # within the asked size of the tail
                     await streams.read("c", end, 100)
         assert (await registry.call("c", m.Describe())).base > 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fork_of_a_compacted_stream_folds_from_its_source_s_base() -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(MemoryStorage(), nursery)
+        streams = Streams(registry)
+        await create(streams, "c", state_compaction=500)
+        for r in range(30):
+            await append(streams, "c", *(change(f"k{i}", [r, i]) for i in range(3)))
+        base = (await registry.call("c", m.Describe())).base
+        assert base > 0
+        at_fork = await rows(streams, "c")
+        await streams.create("f", CreateRequest(StreamConfig("")), Fork("c"))
+        await streams.create("g", CreateRequest(StreamConfig("")), Fork("f"))  # down a chain
+        await append(streams, "c", change("k0", "source only"))
+        await append(streams, "g", change("k1", "own"))
+        assert await rows(streams, "f") == at_fork
+        assert await rows(streams, "g") == at_fork | {("todo", "k1"): "own"}
         nursery.cancel_scope.cancel()
