@@ -44,7 +44,7 @@ from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage, framing
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
-from actors.views import Views
+from actors.views import Views, check_create
 from actors.wakeups import Receipt
 from streams.protocol import checkpoint, records
 from streams.protocol.errors import ProtocolError, not_found
@@ -321,6 +321,9 @@ class StreamActor:
             framing.check_size(len(meta), len(data))
         except framing.FrameTooLarge as error:
             raise faults.too_large(error) from None
+        refusal = await check_create(config, data)
+        if refusal is not None:
+            raise refusal
         if message.link is not None:
             await message.link(incarnation)
         try:

@@ -24,6 +24,7 @@ from streams.protocol.errors import ProtocolError, bad_request
 from streams.protocol.extents import Slice
 from streams.protocol.headers import is_json
 from streams.protocol.machine import StreamState
+from streams.protocol.records import StreamConfig
 
 if TYPE_CHECKING:
     from actors.supervisor import Supervisor
@@ -66,6 +67,19 @@ def rejected(rejection: validation.Rejection) -> ProtocolError:
         code=code,
         fields={"index": rejection.index, "reason": rejection.reason},
     )
+
+
+async def check_create(config: StreamConfig, data: bytes) -> ProtocolError | None:
+    """Why a create's body is refused by the validation it asks for, or None: checked as
+    appends are, against an empty view (a fork's, whose inherited state is not at hand,
+    structurally only)."""
+    mode = config.state_validation
+    if mode is None or not data:
+        return None
+    if config.fork_source is not None:
+        mode = "structural"
+    rejection = validation.check(await parsed(data), mode, View(0, 0))
+    return None if rejection is None else rejected(rejection)
 
 
 class Views:

@@ -376,3 +376,29 @@ async def test_a_fork_of_a_compacted_stream_folds_from_its_source_s_base() -> No
         assert await rows(streams, "f") == at_fork
         assert await rows(streams, "g") == at_fork | {("todo", "k1"): "own"}
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("mode", "body", "status"),
+    [
+        ("structural", [{"type": "todo"}], 400),
+        ("semantic", [change("a", 1, "insert"), change("a", 2, "insert")], 409),
+        ("semantic", [change("a", 1, "update")], 409),
+    ],
+)
+async def test_a_create_s_body_is_validated_as_an_append_is(
+    mode: str, body: list[Any], status: int
+) -> None:
+    async with trio.open_nursery() as nursery:
+        streams = Streams(await started(MemoryStorage(), nursery))
+        config = StreamConfig(JSON, state_validation=mode)
+        with pytest.raises(ProtocolError) as raised:
+            await streams.create("s", CreateRequest(config, body=json.dumps(body).encode()))
+        assert raised.value.status == status
+        with pytest.raises(ProtocolError) as raised:
+            await streams.head("s")
+        assert raised.value.status == 404  # nothing was created
+        valid = json.dumps([change("a", 1, "insert")]).encode()
+        await streams.create("s", CreateRequest(config, body=valid))
+        assert await rows(streams, "s") == {("todo", "a"): 1}
+        nursery.cancel_scope.cancel()
