@@ -30,7 +30,6 @@ for compaction takes its next step after a commit (actors/compaction.py).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,17 +37,17 @@ import trio
 
 from actors import faults, reads
 from actors import messages as m
-from actors.batch import commit_appends
+from actors.batch import commit_appends, plan_create
 from actors.compaction import Compactor
 from actors.recovery import recover
-from actors.storage import CorruptLog, Log, Storage, framing
+from actors.storage import CorruptLog, Log, Storage
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
-from actors.views import Views, check_create
+from actors.views import Views
 from actors.wakeups import Receipt
 from streams.protocol import checkpoint, records
 from streams.protocol.errors import ProtocolError, not_found
-from streams.protocol.machine import Reply, StreamState, compacted, encode_body
+from streams.protocol.machine import Reply, StreamState, compacted
 
 logger = logging.getLogger(__name__)
 
@@ -291,16 +290,7 @@ class StreamActor:
         return state
 
     def _snapshot(self, state: StreamState) -> m.Snapshot:
-        return m.Snapshot(
-            state.config,
-            state.incarnation,
-            state.tail,
-            state.closed,
-            state.soft_deleted,
-            state.deadline(),
-            self.changed,
-            state.base,
-        )
+        return m.Snapshot.of(state, self.changed)
 
     # ---- create -------------------------------------------------------------------------
 
@@ -309,21 +299,8 @@ class StreamActor:
         if self.state is not None:
             return self.state.recreate(request)
         config = request.config
-        data = encode_body(
-            config.content_type, request.body, creating=True, flattened=request.flattened
-        )
-        incarnation = uuid.uuid4().hex
-        record = records.CreateRecord(
-            self.name, config, incarnation, self.clock(), request.closed, data
-        )
-        meta, _ = records.encode(record)
-        try:
-            framing.check_size(len(meta), len(data))
-        except framing.FrameTooLarge as error:
-            raise faults.too_large(error) from None
-        refusal = await check_create(config, data)
-        if refusal is not None:
-            raise refusal
+        record, meta = await plan_create(self.name, request, self.clock())
+        data, incarnation = record.data, record.incarnation
         if message.link is not None:
             await message.link(incarnation)
         try:

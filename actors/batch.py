@@ -1,18 +1,42 @@
 """A batch of appends planned against a stream's state and staged in its log, one record
-each, then committed at once (group commit): one write, one fdatasync, before any reply."""
+each, then committed at once (group commit): one write, one fdatasync, before any reply;
+and the record a create commits."""
 
 from __future__ import annotations
+
+import uuid
 
 from actors import faults
 from actors import messages as m
 from actors.storage import Log, framing
 from actors.tail_cache import TailCache
-from actors.views import Views, parsed
+from actors.views import Views, check_create, parsed
 from streams.protocol import records
 from streams.protocol.errors import ProtocolError
-from streams.protocol.machine import Reply, StreamState
+from streams.protocol.machine import CreateRequest, Reply, StreamState, encode_body
 
 Outcome = tuple["m.Pending[Reply]", Reply | ProtocolError]
+
+
+async def plan_create(
+    name: str, request: CreateRequest, now: float
+) -> tuple[records.CreateRecord, bytes]:
+    """The record that creates a stream, and its metadata: refused (nothing written) if no
+    frame can hold it or its body fails the validation it asks for."""
+    config = request.config
+    data = encode_body(
+        config.content_type, request.body, creating=True, flattened=request.flattened
+    )
+    record = records.CreateRecord(name, config, uuid.uuid4().hex, now, request.closed, data)
+    meta, _ = records.encode(record)
+    try:
+        framing.check_size(len(meta), len(data))
+    except framing.FrameTooLarge as error:
+        raise faults.too_large(error) from None
+    refusal = await check_create(config, data)
+    if refusal is not None:
+        raise refusal
+    return record, meta
 
 
 async def stage_appends(

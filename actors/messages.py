@@ -14,7 +14,7 @@ import trio
 from actors.wakeups import Change as Change  # re-exported: the actor makes them
 from actors.wakeups import Receipt
 from state.view import Entity
-from streams.protocol.machine import AppendRequest, CreateRequest, Reply
+from streams.protocol.machine import AppendRequest, CreateRequest, Reply, StreamState
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 
@@ -135,6 +135,19 @@ class Snapshot:
     deadline: float | None
     changed: Change = attrs.field(eq=False)
     base: int = 0  # where its log starts: its last compaction, or 0
+
+    @classmethod
+    def of(cls, state: StreamState, changed: Change) -> Snapshot:
+        return cls(
+            state.config,
+            state.incarnation,
+            state.tail,
+            state.closed,
+            state.soft_deleted,
+            state.deadline(),
+            changed,
+            state.base,
+        )
 
 
 @attrs.frozen
