@@ -61,7 +61,7 @@ async def stage_appends(
         messages = None
         if planned.data and (mode is not None or views.view is not None):
             messages = await parsed(planned.data)
-            refusal = views.check(mode, messages)
+            refusal = await views.check(mode, messages)
             if refusal is not None:
                 outcomes.append((pending, refusal))
                 continue
@@ -72,7 +72,7 @@ async def stage_appends(
             continue
         state.apply(planned, locator)
         if messages is not None:
-            views.apply(messages, state.tail)
+            await views.apply(messages, state.tail)
         staged.append(planned.data)
         outcomes.append((pending, state.appended(planned)))
     return outcomes, staged

@@ -11,7 +11,8 @@ inherited range is read from its source by message, never from the source's log.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
     from actors.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 FOLD_CHUNK = 1 << 20  # the log is folded a chunk of whole records at a time
 IN_THREAD_BYTES = 64 * 1024  # records at least this large are parsed off the event loop
+IN_THREAD_MESSAGES = 1024  # appends of more messages are checked and folded off it too
 SAVE_BYTES = 64 * 1024  # a view is checkpointed when it moved this far, and 1/8 of its size
 
 
@@ -78,8 +81,21 @@ async def check_create(config: StreamConfig, data: bytes) -> ProtocolError | Non
         return None
     if config.fork_source is not None:
         mode = "structural"
-    rejection = validation.check(await parsed(data), mode, View(0, 0))
+    rejection = await _off_loop(validation.check, await parsed(data), mode, View(0, 0))
     return None if rejection is None else rejected(rejection)
+
+
+async def _off_loop(check: Callable[..., R], messages: list[Any], *args: Any) -> R:
+    """`check(messages, *args)`, in a worker thread when there are many messages (an append
+    can hold a million): the actor waits meanwhile, so the view is the thread's alone."""
+    if len(messages) < IN_THREAD_MESSAGES:
+        return check(messages, *args)
+    return await trio.to_thread.run_sync(check, messages, *args)
+
+
+def _fold(messages: list[Any], view: View, end: int) -> None:
+    for message in messages:
+        view.apply(message, end)
 
 
 class Views:
@@ -208,16 +224,16 @@ class Views:
         """The log was compacted at `offset`: its base record holds the view as of then."""
         self._saved = offset
 
-    def check(self, mode: str | None, messages: list[Any]) -> ProtocolError | None:
+    async def check(self, mode: str | None, messages: list[Any]) -> ProtocolError | None:
         """Why an append's messages are refused by the stream's validation, or None."""
         if mode is None:
             return None
         if mode == "semantic" and self.view is None:
             return self._refused or ProtocolError(500, "Internal Server Error", "no state view")
-        rejection = validation.check(messages, mode, self.view)
+        rejection = await _off_loop(validation.check, messages, mode, self.view)
         return None if rejection is None else rejected(rejection)
 
-    def apply(self, messages: list[Any], end: int) -> None:
+    async def apply(self, messages: list[Any], end: int) -> None:
         """A staged record's messages, written at `end` (if its commit fails, the actor
         fails stop and the view goes with it); views of other streams go if the budget
         is passed."""
@@ -225,8 +241,7 @@ class Views:
         if view is None:
             return
         try:
-            for message in messages:
-                view.apply(message, end)
+            await _off_loop(_fold, messages, view, end)
         except ViewTooLarge as error:
             logger.warning("state view of %r dropped: %s", self.name, error)
             self._refused = too_large(error)
