@@ -21,6 +21,7 @@ from actors.storage import Log
 from state import checkpoint, validation
 from state.changes import parse_stored
 from state.view import Entity, View, ViewTooLarge
+from streams.protocol import jsonmode
 from streams.protocol.errors import ProtocolError, bad_request
 from streams.protocol.extents import Slice
 from streams.protocol.headers import is_json
@@ -44,7 +45,7 @@ async def parsed(data: bytes) -> list[Any]:
     event loop when large."""
     if len(data) < IN_THREAD_BYTES:
         return parse_stored(data)
-    return await trio.to_thread.run_sync(parse_stored, data)
+    return await trio.to_thread.run_sync(jsonmode.messages, data)
 
 
 def too_large(error: ViewTooLarge) -> ProtocolError:

@@ -106,6 +106,17 @@ def _end(text: str, position: int) -> None:
         raise ValueError(f"extra data at character {position}")
 
 
+def messages(stored: bytes) -> list[Any]:
+    """The messages of stored data (`message,` items), parsed one by one: a large record
+    parsed in a worker thread then lets the event loop run between two."""
+    if not stored:
+        return []
+    parsed: list[Any] = []
+    for batch in _batches("[" + str(stored[:-1], "utf-8") + "]"):
+        parsed += batch
+    return parsed
+
+
 def sizes(stored: bytes) -> Iterator[int]:
     """The stored size of each message in `stored` (whole messages, each ending in a comma)."""
     text = stored.decode("utf-8")
