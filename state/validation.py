@@ -85,8 +85,17 @@ def _current(identity: tuple[str, str], overlay: dict[tuple[str, str], Any], vie
 
 
 def _canonical(value: Any) -> str:
-    """Equal for equal JSON values, whatever their object key order; True is not 1."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Equal for equal JSON values, whatever their object key order; numbers by value (1.0
+    is 1: a JavaScript client reads it so, and cannot write 1.0 back); True is not 1. The
+    integral floats are found by the C parser, which takes any depth the encoder does."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    whole = json.loads(text, parse_float=_number)
+    return json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _number(text: str) -> int | float:
+    number = float(text)
+    return int(number) if number.is_integer() else number
 
 
 def _name(identity: tuple[str, str]) -> str:

@@ -65,6 +65,14 @@ SEMANTIC: list[tuple[list[Any], Rejection]] = [
         Rejection(409, 0, "old_value does not match the current value"),
     ),
     (
+        [put("update", "a", 2, old_value={"n": 1, "tags": [1, 1.0]})],  # true is not 1.0
+        Rejection(409, 0, "old_value does not match the current value"),
+    ),
+    (
+        [put("update", "a", 2, old_value={"n": 1.5, "tags": [1, True]})],  # 1.5 is not 1
+        Rejection(409, 0, "old_value does not match the current value"),
+    ),
+    (
         [put("update", "a", 2, old_value={"n": "1", "tags": [1, True]})],  # "1" is not 1
         Rejection(409, 0, "old_value does not match the current value"),
     ),
@@ -117,6 +125,12 @@ ACCEPTED: list[list[Any]] = [
     [put("update", "a", 1, old_value={"n": 1, "tags": [1, True]}), put("delete", "a")],
     [put("delete", "a", old_value="anything")],  # a delete's old_value is not compared
     [put("upsert", "a", 1), put("upsert", "zz", 1)],  # upsert is always accepted
+    # Numbers compare by value: a JavaScript client reads 1.0 as 1 and cannot write 1.0.
+    [
+        put("insert", "f", {"x": 1.0, "y": [2.5, 1e2]}),
+        put("update", "f", 0, old_value={"x": 1, "y": [2.5, 100]}),
+    ],
+    [put("update", "a", 1, old_value={"n": 1.0, "tags": [1.0, True]})],
     [],
 ]
 
@@ -134,3 +148,16 @@ def test_semantic_mode_needs_a_view_and_modes_are_known() -> None:
         check([put("insert", "b", 1)], "semantic", None)
     with pytest.raises(ValueError, match="mode"):
         check([], "strict", existing())
+
+
+def test_values_compare_at_any_depth_they_parse_at() -> None:
+    """Comparing numbers by value costs no Python recursion (a recursive walk failed at 500)."""
+    stored: Any = 1.0
+    sent: Any = 1
+    for _ in range(800):
+        stored, sent = [stored], [sent]
+    view = folded([put("insert", "a", stored)])
+    assert check([put("update", "a", 2, old_value=sent)], "semantic", view) is None
+    assert check([put("update", "a", 2, old_value=[[2]])], "semantic", view) == Rejection(
+        409, 0, "old_value does not match the current value"
+    )
