@@ -394,8 +394,8 @@ class StreamActor:
         state = self._visible()
         state.touch(self.clock())
         self._note_deadline()
-        offset, entities = await self.views.read(state, self.log, message)
-        return m.StateRead(self._snapshot(state), offset, state.base, entities)
+        view, entities = await self.views.read(state, self.log, message)
+        return m.StateRead(self._snapshot(state), view.offset, state.base, entities, view.skipped)
 
     # ---- delete, expiry, fork links -------------------------------------------------------
 

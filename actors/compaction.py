@@ -35,6 +35,7 @@ from actors.storage import Log, Storage, framing
 from actors.views import Views
 from state import checkpoint
 from streams.protocol import records
+from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import StreamState
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Compactor:
 
     def __init__(self) -> None:
         self.prepared: Prepared | None = None
+        self.warned = False  # that its view is refused: once per actor
 
     async def after_commit(
         self, state: StreamState, log: Log, views: Views, storage: Storage
@@ -70,7 +72,10 @@ class Compactor:
             if grown < threshold or (view is not None and grown < view.bytes):
                 return False
             if not await storage.links(state.name):
-                self.prepared = await self._prepare(state, log, views)
+                try:
+                    self.prepared = await self._prepare(state, log, views)
+                except ProtocolError as error:  # its view is refused: beyond its bounds
+                    self._refused(state, error)
             return False
         if state.tail - prepared.base < threshold:
             return False
@@ -82,6 +87,11 @@ class Compactor:
         views.rebased(prepared.base)
         logger.info("stream %r compacted at offset %d", state.name, prepared.base)
         return True
+
+    def _refused(self, state: StreamState, error: ProtocolError) -> None:
+        if not self.warned:
+            self.warned = True
+            logger.warning("stream %r is not compacted: %s", state.name, error)
 
     @staticmethod
     async def _prepare(state: StreamState, log: Log, views: Views) -> Prepared | None:

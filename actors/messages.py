@@ -176,6 +176,7 @@ class StateRead:
     offset: int
     base: int  # where the log starts: 0, or the offset of the last compaction
     entities: list[Entity]
+    skipped: int = 0  # messages the view skipped: not State Protocol messages
 
 
 class Pending(Generic[R]):

@@ -136,17 +136,16 @@ class Views:
         state: StreamState,
         log: Log | None,
         message: m.StateSnapshot | m.StateEntity,
-    ) -> tuple[int, list[Entity]]:
-        """The offset the view reflects (the tail), and its entities: all, of some types,
-        or one. A list of immutable entities: later commits cannot change what a reader
-        is sending."""
+    ) -> tuple[View, list[Entity]]:
+        """The view (as of the tail), and its entities: all, of some types, or one. A list
+        of immutable entities: later commits cannot change what a reader is sending."""
         if not is_json(state.config.content_type):
             raise bad_request("state views are of application/json streams", code="STATE_NOT_JSON")
         view = await self.ensure(state, log)
         if isinstance(message, m.StateEntity):
             entity = view.get(message.type, message.key)
-            return view.offset, [] if entity is None else [entity]
-        return view.offset, view.pin(message.types)
+            return view, [] if entity is None else [entity]
+        return view, view.pin(message.types)
 
     async def _build(self, state: StreamState, log: Log | None) -> View:
         view = await self._restore(state, log)

@@ -97,6 +97,8 @@ class Reads:
             read.base,
             query.types,
             query.cursor,
+            skipped=read.skipped,
+            compacting=read.snapshot.config.state_compaction is not None,
             live=bool(query.live),
             if_none_match=request.headers.get("if-none-match"),
             now=time.time(),

@@ -241,6 +241,8 @@ class StreamState:
             headers["Stream-State-Validation"] = self.config.state_validation
         if self.config.state_compaction is not None:
             headers["Stream-State-Compaction"] = str(self.config.state_compaction)
+        if self.base:
+            headers["Stream-State-Base"] = offsets.encode(self.base)
         return headers
 
     def delete_action(self, referenced: bool) -> Literal["remove", "soft-delete", "keep"]:

@@ -29,7 +29,7 @@ EXPOSED_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type, "
-    "Stream-State-Validation, Stream-State-Compaction, Stream-State-Base"
+    "Stream-State-Validation, Stream-State-Compaction, Stream-State-Base, Stream-State-Skipped"
 )
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",

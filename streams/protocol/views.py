@@ -30,18 +30,26 @@ def snapshot_reply(
     types: frozenset[str] | None,
     cursor: str | None,
     *,
+    skipped: int,
+    compacting: bool,
     live: bool,
     if_none_match: str | None,
     now: float,
     jitter: int,
 ) -> Reply:
     """A snapshot's status and headers: up to date at the view's offset, from which a
-    reader continues; 304 when a catch-up's If-None-Match holds its ETag."""
+    reader continues; 304 when a catch-up's If-None-Match holds its ETag. How many
+    messages the view skipped (not State Protocol) is said too.
+
+    A compacting stream's snapshot is revalidated on every use (no-cache): a cached one
+    could send its readers on from an offset compacted away since."""
     headers = live_headers(view, cursor, now, jitter)
     headers["Content-Type"] = JSON
     headers["ETag"] = tag = snapshot_etag(view, base, types)
     left = None if view.deadline is None else view.deadline - now
-    headers["Cache-Control"] = caching.catch_up_cache_control(left)
+    cache = "no-cache" if compacting else caching.catch_up_cache_control(left)
+    headers["Cache-Control"] = cache
+    headers["Stream-State-Skipped"] = str(skipped)
     if base:
         headers["Stream-State-Base"] = offsets.encode(base)
     if not live and caching.matches(if_none_match, tag):
