@@ -7,6 +7,7 @@ send watch (`streams.sending`) resets a connection whose sends stall.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -82,16 +83,11 @@ class Reads:
             value = read.entities[0].value_json() if read.entities else None
             await respond(request, send, views.entity_reply(read.offset, value, kind, query.key))
             return
+        if query.live == "sse":
+            await self._snapshot_sse(request, name, query, send)
+            return
         read = await self.streams.state_snapshot(name, query.types)
         body = SnapshotBody(read.entities, read.offset)
-        if query.live == "sse":
-            del read
-
-            async def prelude(emit: Callable[[bytes], Awaitable[None]]) -> None:
-                await body.send_sse(self.sse_piece, emit)
-
-            await self._sse(request, name, attrs.evolve(query, start=body.offset), send, prelude)
-            return
         reply = views.snapshot_reply(
             read_view(read),
             read.base,
@@ -107,6 +103,26 @@ class Reads:
         del read  # the body holds the entities, and drops them once sent
         has_body = responses.has_body(reply.status, request.method)
         await respond(request, send, reply, body if has_body else None, self.piece)
+
+    async def _snapshot_sse(
+        self, request: Request, name: str, query: ReadQuery, send: Sender
+    ) -> None:
+        """The snapshot as one SSE event, then live from its offset. A compaction past that
+        offset between taking it and following from there leaves nothing to follow: it is
+        taken again, once (to pass the new offset too, another compaction would need the
+        stream to grow by its Stream-State-Compaction size again within one round trip)."""
+        for last in (False, True):
+            read = await self.streams.state_snapshot(name, query.types)
+            body = SnapshotBody(read.entities, read.offset)
+            del read
+            prelude = functools.partial(body.send_sse, self.sse_piece)
+            live = attrs.evolve(query, start=body.offset)
+            try:
+                await self._sse(request, name, live, send, prelude)
+                return
+            except ProtocolError as error:
+                if last or error.code != "STREAM_COMPACTED" or send.started:
+                    raise
 
     async def _read(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
         if query.live == "sse":
