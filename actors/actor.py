@@ -300,6 +300,7 @@ class StreamActor:
             return self.state.recreate(request)
         config = request.config
         record, meta = await plan_create(self.name, request, self.clock())
+        await self.views.check_create(record)
         data, incarnation = record.data, record.incarnation
         if message.link is not None:
             await message.link(incarnation)

@@ -10,7 +10,7 @@ from actors import faults
 from actors import messages as m
 from actors.storage import Log, framing
 from actors.tail_cache import TailCache
-from actors.views import Views, check_create, parsed
+from actors.views import Views, parsed
 from streams.protocol import records
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import CreateRequest, Reply, StreamState, encode_body
@@ -22,7 +22,7 @@ async def plan_create(
     name: str, request: CreateRequest, now: float
 ) -> tuple[records.CreateRecord, bytes]:
     """The record that creates a stream, and its metadata: refused (nothing written) if no
-    frame can hold it or its body fails the validation it asks for."""
+    frame can hold it."""
     config = request.config
     data = encode_body(
         config.content_type, request.body, creating=True, flattened=request.flattened
@@ -33,9 +33,6 @@ async def plan_create(
         framing.check_size(len(meta), len(data))
     except framing.FrameTooLarge as error:
         raise faults.too_large(error) from None
-    refusal = await check_create(config, data)
-    if refusal is not None:
-        raise refusal
     return record, meta
 
 

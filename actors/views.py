@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import trio
 
 from actors import messages as m
@@ -26,7 +27,7 @@ from streams.protocol.errors import ProtocolError, bad_request
 from streams.protocol.extents import Slice
 from streams.protocol.headers import is_json
 from streams.protocol.machine import StreamState
-from streams.protocol.records import StreamConfig
+from streams.protocol.records import CreateRecord
 
 if TYPE_CHECKING:
     from actors.supervisor import Supervisor
@@ -73,19 +74,6 @@ def rejected(rejection: validation.Rejection) -> ProtocolError:
     )
 
 
-async def check_create(config: StreamConfig, data: bytes) -> ProtocolError | None:
-    """Why a create's body is refused by the validation it asks for, or None: checked as
-    appends are, against an empty view (a fork's, whose inherited state is not at hand,
-    structurally only)."""
-    mode = config.state_validation
-    if mode is None or not data:
-        return None
-    if config.fork_source is not None:
-        mode = "structural"
-    rejection = await _off_loop(validation.check, await parsed(data), mode, View(0, 0))
-    return None if rejection is None else rejected(rejection)
-
-
 async def _off_loop(check: Callable[..., R], messages: list[Any], *args: Any) -> R:
     """`check(messages, *args)`, in a worker thread when there are many messages (an append
     can hold a million): the actor waits meanwhile, so the view is the thread's alone."""
@@ -125,6 +113,23 @@ class Views:
         self.view = view
         self._note(view)
         return view
+
+    async def check_create(self, record: CreateRecord) -> None:
+        """Refuse a create whose body fails the validation it asks for, as an append would
+        be: against no entities, or a fork's inherited ones (folded from its source)."""
+        mode = record.config.state_validation
+        if mode is None or not record.data:
+            return
+        view = View(0, 0)
+        if mode == "semantic" and record.config.fork_source is not None:
+            inherited = StreamState.created(attrs.evolve(record, data=b""), 0)
+            try:
+                view = await self._build(inherited, None)
+            except ViewTooLarge as error:
+                raise too_large(error) from None
+        rejection = await _off_loop(validation.check, await parsed(record.data), mode, view)
+        if rejection is not None:
+            raise rejected(rejection)
 
     def _note(self, view: View) -> None:
         """The view's size in the budget; views of other streams go if it is passed."""

@@ -606,12 +606,6 @@ def test_a_create_s_initial_body_is_validated_as_an_append(
     assert snapshot(client, name).json() == Fold(SEED).snapshot(tail)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (actors/views.check_create): a fork's create body is checked "
-    "structurally only, its inherited state not being at hand, so an insert of an "
-    "inherited key enters a semantic fork by PUT",
-)
 def test_a_semantic_fork_s_initial_body_is_checked_against_its_inherited_state(
     client: httpx.Client,
 ) -> None:
