@@ -268,7 +268,10 @@ class FileLog:
         )
 
     def close(self) -> None:
-        self._discard_prepared()
+        if self._next is not None:  # a compaction's first step, never taken further
+            self._discard_prepared()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + COMPACT_SUFFIX)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
