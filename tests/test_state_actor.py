@@ -402,3 +402,16 @@ async def test_a_create_s_body_is_validated_as_an_append_is(
         await streams.create("s", CreateRequest(config, body=valid))
         assert await rows(streams, "s") == {("todo", "a"): 1}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_prepared_compaction_goes_with_its_actor(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        registry = await started(FileStorage(tmp_path, durable=True), nursery)
+        streams = Streams(registry)
+        await create(streams, "c", state_compaction=1000)
+        while not registry._actors["c"].compactor.prepared:
+            await append(streams, "c", *(change(f"k{i}", "x" * 20) for i in range(4)))
+        assert list(tmp_path.rglob("*.compact"))
+        await _retire(registry, "c")
+        assert not list(tmp_path.rglob("*.compact"))
+        nursery.cancel_scope.cancel()
