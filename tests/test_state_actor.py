@@ -409,8 +409,10 @@ async def test_a_prepared_compaction_goes_with_its_actor(tmp_path: Path) -> None
         registry = await started(FileStorage(tmp_path, durable=True), nursery)
         streams = Streams(registry)
         await create(streams, "c", state_compaction=1000)
-        while not registry._actors["c"].compactor.prepared:
+        for _ in range(100):
             await append(streams, "c", *(change(f"k{i}", "x" * 20) for i in range(4)))
+            if registry._actors["c"].compactor.prepared:
+                break
         assert list(tmp_path.rglob("*.compact"))
         await _retire(registry, "c")
         assert not list(tmp_path.rglob("*.compact"))
