@@ -97,6 +97,9 @@ class Views:
         self.budget = supervisor.views
         self.view: View | None = None
         self._saved = -1  # the offset its checkpoint reflects (-1: none)
+        # The last snapshot's entities, handed to every reader of that offset and types:
+        # one list however many send it (the HTTP layer bounds what they hold).
+        self._pinned: tuple[tuple[int, frozenset[str] | None], list[Entity]] | None = None
         self._refused: ProtocolError | None = None  # too large: refused until the actor stops
 
     async def ensure(self, state: StreamState, log: Log | None) -> View:
@@ -150,7 +153,10 @@ class Views:
         if isinstance(message, m.StateEntity):
             entity = view.get(message.type, message.key)
             return view, [] if entity is None else [entity]
-        return view, view.pin(message.types)
+        asked = (view.offset, message.types)
+        if self._pinned is None or self._pinned[0] != asked:
+            self._pinned = (asked, view.pin(message.types))
+        return view, self._pinned[1]
 
     async def _build(self, state: StreamState, log: Log | None) -> View:
         view = await self._restore(state, log)
@@ -245,6 +251,7 @@ class Views:
         view = self.view
         if view is None:
             return
+        self._pinned = None
         try:
             await _off_loop(_fold, messages, view, end)
         except ViewTooLarge as error:
@@ -277,5 +284,6 @@ class Views:
 
     def drop(self) -> None:
         self.view = None
+        self._pinned = None
         self._saved = -1
         self.budget.forget(self.name)

@@ -36,6 +36,7 @@ class Settings:
     max_view_entities: int = 1_000_000  # State Protocol views (docs/state.md)
     max_view_bytes: int = 256 << 20
     max_resident_view_bytes: int = 1 << 30
+    max_snapshot_entities: int = 10_000_000  # held by snapshots being sent, all together
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -83,4 +84,5 @@ class Settings:
             max_view_entities=int(number("DS_STATE__MAX_VIEW_ENTITIES", 1_000_000)),
             max_view_bytes=int(number("DS_STATE__MAX_VIEW_BYTES", 256 << 20)),
             max_resident_view_bytes=int(number("DS_STATE__MAX_RESIDENT_VIEW_BYTES", 1 << 30)),
+            max_snapshot_entities=int(number("DS_STATE__MAX_SNAPSHOT_ENTITIES", 10_000_000)),
         )

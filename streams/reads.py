@@ -7,7 +7,6 @@ send watch (`streams.sending`) resets a connection whose sends stall.
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from actors.messages import ReadResult
 from actors.service import Streams
 from streams.config import Settings
 from streams.pieces import ReadBody
-from streams.protocol import responses, sse, views
+from streams.protocol import responses, sse
 from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.headers import is_json
 from streams.protocol.jsonmode import as_array
@@ -28,7 +27,7 @@ from streams.protocol.offsets import Sentinel
 from streams.protocol.requests import ReadQuery
 from streams.request import Request, header_list, respond
 from streams.sending import ClientGone, Sender
-from streams.state_reads import SnapshotBody, read_view
+from streams.state_reads import StateReads
 
 
 def view(read: ReadResult | Batch) -> responses.ReadView:
@@ -58,10 +57,11 @@ class Reads:
         # SSE reads half pieces, a multiple of 3 bytes: base64 grows them by a third, and each
         # encodes on its own. (200 stalled binary SSE readers: 32 MB, 46 MB with 3/4 pieces.)
         self.sse_piece = max(3, self.piece // 2 // 3 * 3)
+        self.state = StateReads(streams, settings, self.sse_piece, self.sse)
 
     async def get(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
         if query.state is not None:
-            await self._state(request, name, query, send)
+            await self.state.get(request, name, query, send)
             return
         try:
             await self._read(request, name, query, send)
@@ -71,62 +71,11 @@ class Reads:
                 raise
             if send.started:
                 raise
-            await self._state(request, name, attrs.evolve(query, state="snapshot"), send)
-
-    async def _state(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
-        """A snapshot of the State Protocol view (then, with SSE, live from its offset), or
-        one of its entities (docs/state.md)."""
-        if query.state == "entity":
-            assert query.types is not None and query.key is not None
-            (kind,) = query.types
-            read = await self.streams.state_entity(name, kind, query.key)
-            value = read.entities[0].value_json() if read.entities else None
-            await respond(request, send, views.entity_reply(read.offset, value, kind, query.key))
-            return
-        if query.live == "sse":
-            await self._snapshot_sse(request, name, query, send)
-            return
-        read = await self.streams.state_snapshot(name, query.types)
-        body = SnapshotBody(read.entities, read.offset)
-        reply = views.snapshot_reply(
-            read_view(read),
-            read.base,
-            query.types,
-            query.cursor,
-            skipped=read.skipped,
-            compacting=read.snapshot.config.state_compaction is not None,
-            live=bool(query.live),
-            if_none_match=request.headers.get("if-none-match"),
-            now=time.time(),
-            jitter=jitter(),
-        )
-        del read  # the body holds the entities, and drops them once sent
-        has_body = responses.has_body(reply.status, request.method)
-        await respond(request, send, reply, body if has_body else None, self.piece)
-
-    async def _snapshot_sse(
-        self, request: Request, name: str, query: ReadQuery, send: Sender
-    ) -> None:
-        """The snapshot as one SSE event, then live from its offset. A compaction past that
-        offset between taking it and following from there leaves nothing to follow: it is
-        taken again, once (to pass the new offset too, another compaction would need the
-        stream to grow by its Stream-State-Compaction size again within one round trip)."""
-        for last in (False, True):
-            read = await self.streams.state_snapshot(name, query.types)
-            body = SnapshotBody(read.entities, read.offset)
-            del read
-            prelude = functools.partial(body.send_sse, self.sse_piece)
-            live = attrs.evolve(query, start=body.offset)
-            try:
-                await self._sse(request, name, live, send, prelude)
-                return
-            except ProtocolError as error:
-                if last or error.code != "STREAM_COMPACTED" or send.started:
-                    raise
+            await self.state.get(request, name, attrs.evolve(query, state="snapshot"), send)
 
     async def _read(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
         if query.live == "sse":
-            await self._sse(request, name, query, send)
+            await self.sse(request, name, query, send)
             return
         read: ReadResult | Batch
         if query.live == "long-poll":
@@ -172,7 +121,7 @@ class Reads:
                 raise follower.gone or not_found() from None
         return None
 
-    async def _sse(
+    async def sse(
         self,
         request: Request,
         name: str,

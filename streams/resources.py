@@ -1,10 +1,11 @@
-"""Server-wide resource bounds that no single client may exhaust: buffered request bodies and
-concurrent requests (file descriptors). Running out of descriptors in a stream's actor, and
-how often that is logged, is `actors.faults`."""
+"""Server-wide resource bounds that no single client may exhaust: buffered request bodies,
+concurrent requests (file descriptors), and entities held by snapshots being sent. Running
+out of descriptors in a stream's actor, and how often that is logged, is `actors.faults`."""
 
 from __future__ import annotations
 
 import resource
+from collections.abc import Sequence
 
 from streams.protocol.errors import ProtocolError
 
@@ -60,3 +61,33 @@ class BodyBudget:
 
     def give(self, size: int) -> None:
         self.used -= size
+
+
+class PinBudget:
+    """Entities held by State Protocol snapshots being sent, across all requests: a snapshot
+    holds a list of its entities (8 bytes each, and entities a commit replaced meanwhile stay
+    alive), so readers that stall must not hold one each without bound. Readers of one
+    offset share one list (the actor hands out the same), counted once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._held: dict[int, list[int]] = {}  # id of a list held -> [holders, its length]
+
+    def hold(self, entities: Sequence[object]) -> None:
+        """Count `entities` as held until `release`, or refuse the request with 503."""
+        held = self._held.get(id(entities))
+        if held is not None:
+            held[0] += 1
+            return
+        if self.used + len(entities) > self.capacity:
+            raise busy("too many snapshots are being sent at once; retry later")
+        self._held[id(entities)] = [1, len(entities)]
+        self.used += len(entities)
+
+    def release(self, entities: Sequence[object]) -> None:
+        held = self._held[id(entities)]
+        held[0] -= 1
+        if not held[0]:
+            del self._held[id(entities)]
+            self.used -= held[1]

@@ -36,6 +36,7 @@ def test_every_setting_has_its_name() -> None:
             "DS_STATE__MAX_VIEW_ENTITIES": "20",
             "DS_STATE__MAX_VIEW_BYTES": "30",
             "DS_STATE__MAX_RESIDENT_VIEW_BYTES": "40",
+            "DS_STATE__MAX_SNAPSHOT_ENTITIES": "50",
         }
     )
     assert settings == Settings(
@@ -59,6 +60,7 @@ def test_every_setting_has_its_name() -> None:
         max_view_entities=20,
         max_view_bytes=30,
         max_resident_view_bytes=40,
+        max_snapshot_entities=50,
     )
 
 

@@ -241,3 +241,29 @@ async def test_a_live_snapshot_compacted_under_it_is_taken_again(
         assert [row["value"] for row in snapshot[1:-1]] == [0, 2]
         assert json.loads(control.removeprefix("event: control\ndata:"))["streamNextOffset"] == tail
         nursery.cancel_scope.cancel()
+
+
+async def test_snapshots_being_sent_hold_no_more_entities_than_the_budget() -> None:
+    async with trio.open_nursery() as nursery:
+        app, _ = await serving(nursery, read_piece_bytes=1024, max_snapshot_entities=1500)
+        assert (await request(app, "PUT", "s", headers=JSON)).status == 201
+        await append(app, "s", *(change(f"k{i:04}", "v" * 50) for i in range(1000)))
+        stalled = Receiver("state=snapshot", allowed=2)  # holds 1,000 entities, stalled
+        nursery.start_soon(stalled.serve, app)
+        await stalled.until(lambda: stalled.sends == 2)
+        # Readers of the same offset share its list, so they cost nothing more ...
+        shared = await request(app, "GET", "s", query="state=snapshot")
+        assert shared.status == 200
+        # ... but a snapshot of another offset would pass the budget: 503, retry later.
+        await append(app, "s", change("k0000", "new"))
+        refused = await request(app, "GET", "s", query="state=snapshot&live=sse&offset=-1")
+        assert (refused.status, refused.problem()["code"]) == (503, "BUSY")
+        assert refused.headers["retry-after"]
+        stalled.allow(float("inf"))
+        with trio.fail_after(10):
+            await stalled.done.wait()
+        # Once sent, its entities are given back.
+        again = await request(app, "GET", "s", query="state=snapshot")
+        assert again.status == 200
+        assert json.loads(again.body)[-2]["value"] == "new"  # k0000, written last
+        nursery.cancel_scope.cancel()
