@@ -307,7 +307,7 @@ class StreamActor:
         try:
             self.log = await self.storage.create(self.name)
             locator = self.log.stage(meta, data)
-            await self.log.commit()
+            await self.registry.metrics.commit(self.log)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._discard_log()
@@ -356,7 +356,7 @@ class StreamActor:
             if state.config.state_validation == "semantic":
                 await self.views.ensure(state, self.log)
             outcomes, added = await commit_appends(
-                state, self.log, self.cache, batch, self.clock(), self.views
+                state, self.log, self.cache, batch, self.clock(), self.views, self.registry.metrics
             )
             self._note_deadline()
         except BaseException as error:
@@ -410,7 +410,7 @@ class StreamActor:
                 assert self.log is not None
                 record = records.SoftDeleteRecord(self.clock())
                 locator = self.log.stage(*records.encode(record))
-                await self.log.commit()
+                await self.registry.metrics.commit(self.log)
                 state.apply(record, locator)
                 self._note_deadline()
                 self._notify()

@@ -8,6 +8,7 @@ import uuid
 
 from actors import faults
 from actors import messages as m
+from actors.metrics import ActorMetrics
 from actors.storage import Log, framing
 from actors.tail_cache import TailCache
 from actors.views import Views, parsed
@@ -82,13 +83,15 @@ async def commit_appends(
     batch: list[m.Envelope],
     now: float,
     views: Views,
+    metrics: ActorMetrics,
 ) -> tuple[list[Outcome], bytes | None]:
     """Each request's outcome, and the data the commit added (None: nothing to commit)."""
     outcomes, staged = await stage_appends(state, log, batch, now, views)
     added = None
     if staged:
-        await log.commit()
+        await metrics.commit(log)
         added = b"".join(staged)
+        metrics.appended(len(staged), len(added))
         cache.extend(added)
     state.touch(now)
     return outcomes, added

@@ -17,6 +17,7 @@ from actors import messages as m
 from actors.actor import StreamActor
 from actors.faults import Throttle
 from actors.messages import Pending, R
+from actors.metrics import ActorMetrics
 from actors.storage import Storage
 from actors.view_budget import ViewBudget, ViewLimits
 from streams.protocol.errors import ProtocolError
@@ -56,6 +57,7 @@ class Registry:
         refusal_backoff: float = 30.0,
         peer_timeout: float = 30.0,
         view_limits: ViewLimits | None = None,
+        metrics: ActorMetrics | None = None,
     ) -> None:
         self.storage = storage
         self.idle_timeout = idle_timeout
@@ -82,6 +84,7 @@ class Registry:
         self.collected = trio.Event()
         self.view_limits = view_limits or ViewLimits()
         self.views = ViewBudget(self.view_limits.max_resident_bytes)
+        self.metrics = metrics or ActorMetrics()
         # Set by the service layer (`actors.service.Streams`): reads that stitch forks.
         self.sources: Sources | None = None
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from actors import messages as m
 from actors.faults import Throttle
+from actors.metrics import ActorMetrics
 from actors.view_budget import ViewBudget, ViewLimits
 from streams.protocol.errors import ProtocolError
 
@@ -22,6 +23,7 @@ class Supervisor(Protocol):
     exhaustion: Throttle  # out of file descriptors: logged once per interval, by anyone
     view_limits: ViewLimits
     views: ViewBudget  # the resident State Protocol views of the process
+    metrics: ActorMetrics  # commits timed, appends counted (exposed at /metrics)
 
     def drop_view(self, name: str) -> None:
         """Ask `name`'s actor, if it runs, to let its view go (memory is short)."""

@@ -1,7 +1,8 @@
 """The ASGI application: `hypercorn streams.app:app --worker-class trio --workers 0`.
 
-Requests go straight to the plain ASGI protocol handler, except health and readiness, which
-Quart serves; Quart also runs the registry in its lifespan nursery.
+Requests go straight to the plain ASGI protocol handler, except health, readiness and
+metrics, which Quart serves (with a request id, and access-logged); Quart also runs the
+registry in its lifespan nursery.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import gc
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import trio
+from quart import request
 from quart_trio import QuartTrio
 
 from actors.registry import Registry
@@ -21,24 +24,65 @@ from actors.storage import DataDirLocked, Storage
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from actors.view_budget import ViewLimits
+from streams import access
 from streams.config import Settings
 from streams.http import Receive, Scope, Send, StreamsHTTP
+from streams.metrics import Metrics
 from streams.resources import raise_fd_limit
 
 EXIT_DATA_DIR_LOCKED = 3
-OPS = ("/healthz", "/readyz")  # served by Quart; every other path is the protocol's
+BEARER = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+OPS = ("/healthz", "/readyz", "/metrics")  # served by Quart; every other path is the protocol's
 
 
 class StreamsApp(QuartTrio):
     protocol: StreamsHTTP | None = None
     storage: Storage | None = None
     registry_scope: trio.CancelScope | None = None
+    metrics: Metrics | None = None
+    access_log = access.AccessLog(enabled=False)  # the settings' once started
+    stopping = False  # set as shutdown begins: /readyz answers 503 from then on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
-        if self.protocol is not None and scope["type"] == "http" and scope["path"] not in OPS:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+        elif self.protocol is not None and scope["path"] not in OPS:
             await self.protocol(scope, receive, send)
         else:
-            await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+            await self._operations(scope, receive, send)
+
+    async def _operations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Quart's routes, with a request id and an access log line as the protocol's."""
+        began = time.perf_counter()
+        sent = {key.lower(): value for key, value in scope["headers"]}.get(b"x-request-id")
+        rid = access.request_id(sent.decode("latin-1") if sent is not None else None)
+        status = size = 0
+
+        async def send_with_id(event: dict[str, Any]) -> None:
+            nonlocal status, size
+            if event["type"] == "http.response.start":
+                status = event["status"]
+                event = {**event, "headers": [*event["headers"], (b"x-request-id", rid.encode())]}
+            elif event["type"] == "http.response.body":
+                size += len(event.get("body", b""))
+            await send(event)
+
+        try:
+            await super().__call__(scope, receive, send_with_id)  # type: ignore[arg-type]
+        finally:
+            operation = scope["path"].strip("/") if scope["path"] in OPS else "other"
+            self.access_log.log(scope, status, size, began, operation, rid)
+
+    def readiness(self) -> str | None:
+        """Why the server is not ready for traffic, or None if it is: it has started, its
+        storage is open and writable, and it is not shutting down."""
+        if self.stopping:
+            return "shutting down"
+        if self.protocol is None:
+            return "starting"
+        if isinstance(self.storage, FileStorage) and self.storage.refused:
+            return f"storage is read-only: {os.strerror(self.storage.refused)}"
+        return None
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -61,6 +105,9 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
     async def start() -> None:
         resolved = settings or Settings.from_env()
         logging.basicConfig(level=logging.INFO)
+        if resolved.access_log:
+            access.configure(resolved.log_format)
+        app.access_log = access.AccessLog(resolved.access_log)
         descriptors = raise_fd_limit()
         try:
             app.storage = open_storage(resolved)
@@ -98,6 +145,9 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
                     await registry.run(task_status=task_status)
 
         await app.nursery.start(supervise)
+        app.metrics = Metrics(
+            protocol, registry, app.storage, resolved.metrics_token, resolved.disk_scan_interval
+        )
         app.protocol = protocol
         logging.getLogger(__name__).info(
             "file descriptors: %d; at most %d requests in progress",
@@ -108,6 +158,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
 
     @app.after_serving
     async def stop() -> None:
+        app.stopping = True
         app.protocol = None
         if app.registry_scope is not None:
             app.registry_scope.cancel()
@@ -120,7 +171,17 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
 
     @app.get("/readyz")
     async def readyz() -> tuple[str, int]:
-        return ("ready\n", 200) if app.protocol is not None else ("starting\n", 503)
+        reason = app.readiness()
+        return ("ready\n", 200) if reason is None else (f"not ready: {reason}\n", 503)
+
+    @app.get("/metrics")
+    async def metrics() -> tuple[bytes | str, int, dict[str, str]]:
+        if app.metrics is None:
+            return "starting\n", 503, {}
+        if not app.metrics.authorized(request.headers.get("Authorization")):
+            return "a bearer token is required (DS_METRICS__TOKEN)\n", 401, BEARER
+        body, content_type = await app.metrics.exposition(request.headers.get("Accept"))
+        return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}
 
     return app
 

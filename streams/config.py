@@ -11,6 +11,8 @@ import attrs
 
 StorageMode = Literal["file-durable", "file-fast", "memory"]
 MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 DEFAULT_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
 
 
@@ -37,6 +39,10 @@ class Settings:
     max_view_bytes: int = 256 << 20
     max_resident_view_bytes: int = 1 << 30
     max_snapshot_entities: int = 10_000_000  # held by snapshots being sent, all together
+    log_format: LogFormat = "text"  # the access log's lines (docs/operations.md, "Logs")
+    access_log: bool = True
+    metrics_token: str | None = attrs.field(default=None, repr=False)  # bearer for /metrics
+    disk_scan_interval: float = 60.0  # streams on disk are counted at most this often
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -52,6 +58,19 @@ class Settings:
                 raise ValueError(f"{key} must be positive, got {raw!r}")
             return value
 
+        def flag(key: str, default: bool) -> bool:
+            raw = environ.get(key)
+            if raw is None:
+                return default
+            if raw.lower() in ("true", "1", "yes", "on"):
+                return True
+            if raw.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(f"{key} must be true or false, got {raw!r}")
+
+        log_format = environ.get("DS_LOG__FORMAT", "text")
+        if log_format not in LOG_FORMATS:
+            raise ValueError(f"DS_LOG__FORMAT must be text or json, got {log_format!r}")
         mode = environ.get("DS_STORAGE__MODE", "file-durable")
         if mode not in MODES:
             raise ValueError(f"DS_STORAGE__MODE must be one of {', '.join(MODES)}, got {mode!r}")
@@ -85,4 +104,8 @@ class Settings:
             max_view_bytes=int(number("DS_STATE__MAX_VIEW_BYTES", 256 << 20)),
             max_resident_view_bytes=int(number("DS_STATE__MAX_RESIDENT_VIEW_BYTES", 1 << 30)),
             max_snapshot_entities=int(number("DS_STATE__MAX_SNAPSHOT_ENTITIES", 10_000_000)),
+            log_format=log_format,
+            access_log=flag("DS_LOG__ACCESS", True),
+            metrics_token=environ.get("DS_METRICS__TOKEN") or None,
+            disk_scan_interval=number("DS_METRICS__DISK_SCAN_INTERVAL_SECS", 60.0),
         )

@@ -8,16 +8,19 @@ request asks, what a response says) and by the actors; this module, `streams.req
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
 from actors.faults import Throttle
 from actors.service import Streams
+from streams.access import AccessLog
 from streams.config import Settings
+from streams.metrics import HTTPMetrics
 from streams.protocol import names, responses
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import Reply
-from streams.protocol.requests import parse_append, parse_create, parse_read
+from streams.protocol.requests import ReadQuery, parse_append, parse_create, parse_read
 from streams.reads import Reads
 from streams.request import Receive, Request, Scope, Send, respond, respond_error
 from streams.resources import BodyBudget, busy, default_max_connections, fd_limit
@@ -33,7 +36,8 @@ class StreamsHTTP:
     pure core, asks the service (`actors.service.Streams`) and writes the answer.
 
     It also bounds what clients can hold: requests in progress (503 beyond the cap), buffered
-    body bytes (`BodyBudget`), and sends that stop moving (`SendWatch`, whose `run` must run).
+    body bytes (`BodyBudget`), and sends that stop moving (`SendWatch`, whose `run` must run);
+    and it counts each request (`metrics`) and logs it (`access`) as it ends.
     """
 
     def __init__(self, streams: Streams, settings: Settings) -> None:
@@ -45,30 +49,38 @@ class StreamsHTTP:
         self._refusals = Throttle()
         self.reads = Reads(streams, settings)
         self.sends = SendWatch(settings.send_timeout)  # its `run` must be running
+        self.metrics = HTTPMetrics()
+        self.access = AccessLog(settings.access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began = time.perf_counter()
         request = Request(scope, receive, self.budget, self.settings.body_timeout)
         sender = self.sends.sender(send, scope)
-        if self.active >= self.max_requests:
-            await self._refuse(request, sender)
-            return
-        self.active += 1
         try:
-            if sender.socket is not None:  # hypercorn, HTTP/1: no cancel scope (~4 us) needed
-                await self._serve(request, sender)
-            else:
-                with trio.CancelScope() as sender.cancel_scope:
+            if self.active >= self.max_requests:
+                await self._refuse(request, sender)
+                return
+            self.active += 1
+            try:
+                if sender.socket is not None:  # hypercorn, HTTP/1: no cancel scope (~4 us)
                     await self._serve(request, sender)
+                else:
+                    with trio.CancelScope() as sender.cancel_scope:
+                        await self._serve(request, sender)
+            finally:
+                self.active -= 1
+                request.release()
         finally:
-            self.active -= 1
-            request.release()
+            operation, status = request.operation, sender.status
+            self.metrics.requests[operation, status] += 1
+            self.access.log(scope, status, sender.sent, began, operation, request.id)
 
     async def _serve(self, request: Request, sender: Sender) -> None:
         try:
             await self._route(request, sender)
         except ProtocolError as error:
             if not sender.started:
-                await respond_error(request, sender, error)
+                await self._respond_error(request, sender, error)
         except ClientGone:
             pass
         except Exception:
@@ -76,7 +88,11 @@ class StreamsHTTP:
             logger.exception("unexpected error on %r %r", request.method, request.scope.get("path"))
             if not sender.started:
                 failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
-                await respond_error(request, sender, failure)
+                await self._respond_error(request, sender, failure)
+
+    async def _respond_error(self, request: Request, send: Sender, error: ProtocolError) -> None:
+        self.metrics.errors[error.code or "INTERNAL", error.status] += 1
+        await respond_error(request, send, error)
 
     async def _refuse(self, request: Request, send: Sender) -> None:
         """Over the request cap: 503 at once, and the connection closes to free its socket."""
@@ -89,7 +105,8 @@ class StreamsHTTP:
                 self.max_requests,
             )
         request.abandoned = True
-        await respond_error(request, send, busy("too many requests in progress; retry later"))
+        self.metrics.over_request_cap += 1
+        await self._respond_error(request, send, busy("too many requests in progress; retry later"))
 
     async def _route(self, request: Request, send: Sender) -> None:
         scope = request.scope
@@ -99,7 +116,7 @@ class StreamsHTTP:
         if method == "OPTIONS":
             await respond(request, send, responses.preflight())
         elif method == "GET":
-            await self.reads.get(request, name, parse_read(request.query()), send)
+            await self._get(request, name, parse_read(request.query()), send)
         elif method == "HEAD":
             await respond(request, send, responses.head_reply(await self.streams.head(name)))
         elif method == "PUT":
@@ -110,6 +127,18 @@ class StreamsHTTP:
             await respond(request, send, await self.streams.delete(name))
         else:
             raise ProtocolError(405, "Method Not Allowed", f"{method} is not supported")
+
+    async def _get(self, request: Request, name: str, query: ReadQuery, send: Sender) -> None:
+        request.operation = operation(query)
+        live = query.live
+        if not live:
+            await self.reads.get(request, name, query, send)
+            return
+        self.metrics.live[live] += 1
+        try:
+            await self.reads.get(request, name, query, send)
+        finally:
+            self.metrics.live[live] -= 1
 
     async def _put(self, request: Request, name: str) -> Reply:
         create = parse_create(request.headers, self.settings.max_name_bytes)
@@ -128,3 +157,14 @@ class StreamsHTTP:
         finally:
             if receipt is not None:
                 receipt.release()
+
+
+def operation(query: ReadQuery) -> str:
+    """What a GET asks, as /metrics and the access log name it."""
+    if query.state == "entity":
+        return "state-entity"
+    if query.state is not None:
+        return "state-snapshot"
+    if query.live == "sse":
+        return "read-sse"
+    return "read-live-longpoll" if query.live == "long-poll" else "read"

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import trio
 
+from streams.access import REQUEST_ID_HEADER, request_id
 from streams.protocol import responses
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import Reply
@@ -21,6 +22,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 DISCARD_LIMIT = 64 * 1024  # unread body an early answer drains before keeping the connection
+# What a request asks, as /metrics and the access log name it (GET is refined when routed).
+OPERATIONS = {
+    "PUT": "create", "POST": "append", "GET": "read", "HEAD": "head", "DELETE": "delete",
+    "OPTIONS": "options",
+}  # fmt: skip
 
 
 class Request:
@@ -46,10 +52,13 @@ class Request:
             key = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
             self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
+        self.id = request_id(self.headers.get("x-request-id"))
+        self.operation = OPERATIONS.get(self.method, "other")
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
-        """The headers every response carries: security, and CORS for browsers."""
-        return responses.common_headers("origin" in self.headers)
+        """The headers every response carries: security, CORS for browsers, the request id."""
+        headers = responses.common_headers("origin" in self.headers)
+        return [*headers, (REQUEST_ID_HEADER, self.id.encode())]
 
     def query(self) -> dict[str, list[str]]:
         return parse_query(self.scope.get("query_string", b""))

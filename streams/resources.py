@@ -52,10 +52,12 @@ class BodyBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        self.refused = 0  # requests refused (for /metrics)
 
     def take(self, size: int) -> None:
         """Reserve `size` bytes, or refuse the request with 503 before it is buffered."""
         if self.used + size > self.capacity:
+            self.refused += 1
             raise busy("too many request bodies are being received at once; retry later")
         self.used += size
 
@@ -72,6 +74,7 @@ class PinBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        self.refused = 0  # requests refused (for /metrics)
         self._held: dict[int, list[int]] = {}  # id of a list held -> [holders, its length]
 
     def hold(self, entities: Sequence[object]) -> None:
@@ -81,6 +84,7 @@ class PinBudget:
             held[0] += 1
             return
         if self.used + len(entities) > self.capacity:
+            self.refused += 1
             raise busy("too many snapshots are being sent at once; retry later")
         self._held[id(entities)] = [1, len(entities)]
         self.used += len(entities)

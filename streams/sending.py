@@ -65,7 +65,7 @@ class Sender:
 
     __slots__ = (
         "_send", "_watch", "aborted", "broken", "cancel_scope", "close_at", "in_flight",
-        "last_sent", "since", "socket", "started",
+        "last_sent", "sent", "since", "socket", "started", "status",
     )  # fmt: skip
 
     def __init__(self, watch: SendWatch, send: Send, scope: dict[str, Any]) -> None:
@@ -79,13 +79,19 @@ class Sender:
         self.since = 0.0  # when the sends now in flight last made progress
         self.in_flight = 0
         self.started = False
+        self.status = 0  # the response's, once started (for /metrics and the access log)
+        self.sent = 0  # body bytes handed to the server
         self.broken = False  # a send was interrupted: the response cannot go on
         self.aborted = False
 
     async def __call__(self, event: dict[str, Any]) -> None:
         if self.aborted:
             raise ClientGone
-        self.started = True
+        if self.started:
+            self.sent += len(event.get("body", b""))
+        else:
+            self.started = True
+            self.status = event["status"]
         now = self.last_sent = trio.current_time()
         if not self.in_flight:
             self.since = now

@@ -46,6 +46,10 @@ class Exchange:
     def feed(self, chunk: bytes, more: bool = True) -> None:
         self._feed.send_nowait({"type": "http.request", "body": chunk, "more_body": more})
 
+    def disconnect(self) -> None:
+        """The client goes away (after the body, if any, was taken)."""
+        self._feed.send_nowait({"type": "http.disconnect"})
+
     async def receive(self) -> dict[str, Any]:
         return await self._events.receive()
 

@@ -34,9 +34,10 @@ def running_server(
     env: Mapping[str, str] = {},
     port: int | None = None,
     wrapper: Sequence[str] = (),
+    ready: str = "/readyz",
 ) -> Iterator[str]:
-    """Yields the base URL once /readyz answers; stops the server on exit. `wrapper` is a
-    command the server runs under (e.g. `setpriv` with fewer capabilities)."""
+    """Yields the base URL once `ready` (/readyz) answers 200; stops the server on exit.
+    `wrapper` is a command the server runs under (e.g. `setpriv` with fewer capabilities)."""
     port = port or free_port()
     environment = {
         **os.environ,
@@ -53,7 +54,7 @@ def running_server(
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base_url, process, log_path)
+            wait_ready(base_url, process, log_path, ready)
             yield base_url
         finally:
             process.send_signal(signal.SIGTERM)
@@ -64,13 +65,15 @@ def running_server(
                 process.wait()
 
 
-def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_ready(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, ready: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as response:
+            with urllib.request.urlopen(f"{base_url}{ready}", timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -37,6 +37,10 @@ def test_every_setting_has_its_name() -> None:
             "DS_STATE__MAX_VIEW_BYTES": "30",
             "DS_STATE__MAX_RESIDENT_VIEW_BYTES": "40",
             "DS_STATE__MAX_SNAPSHOT_ENTITIES": "50",
+            "DS_LOG__FORMAT": "json",
+            "DS_LOG__ACCESS": "false",
+            "DS_METRICS__TOKEN": "s3cret",
+            "DS_METRICS__DISK_SCAN_INTERVAL_SECS": "5",
         }
     )
     assert settings == Settings(
@@ -61,6 +65,10 @@ def test_every_setting_has_its_name() -> None:
         max_view_bytes=30,
         max_resident_view_bytes=40,
         max_snapshot_entities=50,
+        log_format="json",
+        access_log=False,
+        metrics_token="s3cret",
+        disk_scan_interval=5.0,
     )
 
 
@@ -82,8 +90,24 @@ def test_the_body_budget_holds_at_least_one_largest_append() -> None:
         ("DS_LIMITS__MAX_APPEND_BYTES", "-1"),
         ("DS_SERVER__MAX_CONNECTIONS", "0"),
         ("DS_LIMITS__BODY_TIMEOUT_SECS", "never"),
+        ("DS_LOG__FORMAT", "xml"),
+        ("DS_LOG__ACCESS", "sometimes"),
+        ("DS_METRICS__DISK_SCAN_INTERVAL_SECS", "0"),
     ],
 )
 def test_bad_values_name_the_setting(key: str, value: str) -> None:
     with pytest.raises(ValueError, match=key):
         Settings.from_env({key: value})
+
+
+@pytest.mark.parametrize(
+    ("raw", "on"), [("true", True), ("1", True), ("OFF", False), ("no", False)]
+)
+def test_the_access_log_switch(raw: str, on: bool) -> None:
+    assert Settings.from_env({"DS_LOG__ACCESS": raw}).access_log is on
+
+
+def test_the_metrics_token_is_not_shown() -> None:
+    settings = Settings.from_env({"DS_METRICS__TOKEN": "s3cret"})
+    assert "s3cret" not in repr(settings)
+    assert Settings.from_env({"DS_METRICS__TOKEN": ""}).metrics_token is None

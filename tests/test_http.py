@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from streams.app import EXIT_DATA_DIR_LOCKED
+from tests.ops import samples, value
 from tests.server import free_port, hypercorn_command, running_server
 
 LIMITS = {
@@ -234,3 +237,36 @@ def test_header_bytes_are_echoed_as_they_were_sent(client: httpx.Client) -> None
     response = client.get("latin1", params={"offset": "-1"})
     assert dict(response.headers.raw)[b"content-type"] == content_type
     assert dict(client.head("latin1").headers.raw)[b"content-type"] == content_type
+
+
+def test_requests_are_logged_with_their_id_and_counted(
+    client: httpx.Client, data_dir: Path
+) -> None:
+    root = str(client.base_url).removesuffix("/v1/stream/")
+    headers = {"Content-Type": "text/plain", "X-Request-Id": "real-1"}
+    response = client.put("logged", headers={**headers, "Authorization": "Bearer hidden-token"})
+    assert (response.status_code, response.headers["x-request-id"]) == (201, "real-1")
+    assert len(client.get(f"{root}/healthz").headers["x-request-id"]) == 32
+    scraped = samples(client.get(f"{root}/metrics").text)
+    assert value(scraped, "durable_streams_requests_total", operation="create", status="201") >= 1
+    log = "".join(path.read_text() for path in data_dir.parent.glob("server-*.log"))
+    assert re.search(r'127\.0\.0\.1 "PUT /v1/stream/logged" 201 0 [\d.]+ms create real-1\n', log)
+    assert '"GET /healthz" 200 3 ' in log
+    assert "hidden-token" not in log
+
+
+def test_json_access_lines_and_a_guarded_metrics_endpoint(tmp_path: Path) -> None:
+    settings = {"DS_LOG__FORMAT": "json", "DS_METRICS__TOKEN": "scrape-token"}
+    with running_server(tmp_path / "data", settings) as base_url:
+        assert httpx.get(f"{base_url}/metrics").status_code == 401
+        bearer = {"Authorization": "Bearer scrape-token"}
+        assert httpx.get(f"{base_url}/metrics", headers=bearer).status_code == 200
+        assert httpx.put(f"{base_url}/v1/stream/j?token=t0k3n").status_code == 201
+    log = "".join(path.read_text() for path in tmp_path.glob("server-*.log"))
+    access = [json.loads(line) for line in log.splitlines() if line.startswith('{"time"')]
+    assert [(line["target"], line["status"]) for line in access[-3:]] == [
+        ("/metrics", 401),
+        ("/metrics", 200),
+        ("/v1/stream/j?token=[redacted]", 201),
+    ]
+    assert "scrape-token" not in log and "t0k3n" not in log

@@ -187,9 +187,13 @@ def test_the_server_serves_a_chmod_read_only_directory(tmp_path: Path) -> None:
     chmod_tree(data_dir, writable=False)
     try:
         with (
-            running_server(data_dir, wrapper=wrapper) as base_url,
+            running_server(data_dir, wrapper=wrapper, ready="/healthz") as base_url,
             httpx.Client(base_url=f"{base_url}/v1/stream/", timeout=10) as http,
         ):
+            # Alive and serving reads, but not ready for traffic that writes.
+            readiness = http.get(f"{base_url}/readyz")
+            assert readiness.status_code == 503
+            assert readiness.text == "not ready: storage is read-only: Permission denied\n"
             assert http.get("s", params={"offset": "-1"}).content == b"hello world"
             assert http.get("f", params={"offset": "-1"}).content == b"hello "
             assert http.head("alone").status_code == 200

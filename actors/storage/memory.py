@@ -130,5 +130,8 @@ class MemoryStorage:
     async def fork_sources(self) -> list[str]:
         return []
 
+    def count_logs(self) -> int:
+        return len(self._logs)
+
     def close(self) -> None:
         pass

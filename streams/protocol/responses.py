@@ -23,13 +23,14 @@ PROTOCOL_HEADERS = (
     "Content-Type, Stream-TTL, Stream-Expires-At, Stream-Closed, Stream-Seq, "
     "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, "
     "Producer-Epoch, Producer-Seq, If-None-Match, Authorization, "
-    "Stream-State-Validation, Stream-State-Compaction"
+    "Stream-State-Validation, Stream-State-Compaction, X-Request-Id"
 )
 EXPOSED_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type, "
-    "Stream-State-Validation, Stream-State-Compaction, Stream-State-Base, Stream-State-Skipped"
+    "Stream-State-Validation, Stream-State-Compaction, Stream-State-Base, Stream-State-Skipped, "
+    "X-Request-Id"
 )
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
