@@ -1,12 +1,14 @@
 """What the protocol and the actor cost per append, without the HTTP stack: the ASGI handler
 called in-process (memory storage, 100 B bodies), so its share of a request's time under
-hypercorn can be read off against the raw ASGI ceiling.
+hypercorn can be read off against the raw ASGI ceiling. The access log is off unless asked
+for (`text` or `json`, written to /dev/null), so its cost can be read off too.
 
-    .venv/bin/python -m benchmarks.handler_cost [appends]
+    .venv/bin/python -m benchmarks.handler_cost [appends] [off|text|json]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -16,6 +18,7 @@ import trio
 from actors.registry import Registry
 from actors.service import Streams
 from actors.storage.memory import MemoryStorage
+from streams import access
 from streams.config import Settings
 from streams.http import StreamsHTTP
 from streams.protocol.machine import CreateRequest
@@ -32,10 +35,13 @@ SCOPE = {
 }
 
 
-async def measure(appends: int) -> None:
+async def measure(appends: int, access_log: str = "off") -> None:
     registry = Registry(MemoryStorage())
     streams = Streams(registry)
-    handler = StreamsHTTP(streams, Settings(storage_mode="memory"))
+    logged = access_log != "off"
+    if logged:
+        access.configure(access_log, open(os.devnull, "w"))  # noqa: SIM115
+    handler = StreamsHTTP(streams, Settings(storage_mode="memory", access_log=logged))
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": BODY, "more_body": False}
@@ -61,4 +67,8 @@ async def measure(appends: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(measure, int(sys.argv[1]) if len(sys.argv) > 1 else 20_000)
+    trio.run(
+        measure,
+        int(sys.argv[1]) if len(sys.argv) > 1 else 20_000,
+        sys.argv[2] if len(sys.argv) > 2 else "off",
+    )
