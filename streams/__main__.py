@@ -1,4 +1,5 @@
-"""Command line: `python -m streams fsck DATA_DIR [--repair]`."""
+"""Command line: `streams serve [--config PATH]`, `streams fsck DATA_DIR [--repair]` (or
+`python -m streams ...`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from actors.storage.fsck import check
+from streams import serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     fsck.add_argument(
         "--repair", action="store_true", help="cut damaged logs to the last good record"
     )
+    serve.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve.main(args)
     damaged = 0
     for report in check(args.data_dir, repair=args.repair):
         print(report.line())
