@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 
 from streams.config import ConfigError, Settings, exit_invalid, settings_or_exit
 
 if TYPE_CHECKING:
+    from hypercorn.config import Config
+
     from streams.app import StreamsApp
 
 BACKLOG = 2048  # connections the kernel queues before they are accepted
@@ -80,6 +80,8 @@ def bind(settings: Settings) -> socket.socket:
 
 
 def hypercorn_config(settings: Settings, listening: socket.socket | None = None) -> Config:
+    from hypercorn.config import Config  # imported when serving, not for other commands
+
     config = Config()
     if listening is not None:
         config.bind = [f"fd://{listening.detach()}"]  # hypercorn's socket owns it from now on
@@ -104,6 +106,8 @@ async def serve(app: StreamsApp, config: Config, grace: float) -> None:
     its live reads, hypercorn stops listening and waits for the requests in progress, the
     registry and storage close. All of it within `grace` seconds; a second signal ends it
     at once."""
+    from hypercorn.trio import serve as hypercorn_serve
+
     stopping = trio.Event()
     with trio.CancelScope() as everything:
         async with trio.open_nursery() as nursery:
