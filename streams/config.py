@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,8 +10,12 @@ from typing import Literal
 
 import attrs
 
+from streams.auth import authenticator
+
 StorageMode = Literal["file-durable", "file-fast", "memory"]
 MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory")
+AuthMode = Literal["off", "jwt"]
+AUTH_MODES: tuple[AuthMode, ...] = ("off", "jwt")
 DEFAULT_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
 
 
@@ -37,6 +42,12 @@ class Settings:
     max_view_bytes: int = 256 << 20
     max_resident_view_bytes: int = 1 << 30
     max_snapshot_entities: int = 10_000_000  # held by snapshots being sent, all together
+    auth_mode: AuthMode = "off"  # docs/operations.md, Auth
+    auth_jwt_secret: str | None = attrs.field(default=None, repr=False)  # never printed
+    auth_jwks_path: Path | None = None
+    auth_audience: str | None = None
+    auth_issuer: str | None = None
+    auth_leeway: float = 30.0  # clock skew allowed for exp and nbf
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -63,7 +74,18 @@ class Settings:
                 "DS_LIMITS__MAX_BUFFERED_BODY_BYTES must be at least DS_LIMITS__MAX_APPEND_BYTES"
                 f" ({max_append}), got {buffered}"
             )
-        return cls(
+        auth_mode = environ.get("DS_AUTH__MODE", "off")
+        if auth_mode not in AUTH_MODES:
+            raise ValueError(f"DS_AUTH__MODE must be one of off, jwt, got {auth_mode!r}")
+        leeway = environ.get("DS_AUTH__LEEWAY_SECS", "30")
+        try:
+            auth_leeway = float(leeway)
+        except ValueError:
+            auth_leeway = math.nan
+        if not 0 <= auth_leeway < math.inf:
+            raise ValueError(f"DS_AUTH__LEEWAY_SECS must be a number >= 0, got {leeway!r}")
+        jwks_path = environ.get("DS_AUTH__JWKS_PATH")
+        settings = cls(
             storage_mode=mode,
             data_dir=Path(environ.get("DS_STORAGE__DATA_DIR", "./data")),
             long_poll_timeout=number("DS_SERVER__LONG_POLL_TIMEOUT_SECS", 20.0),
@@ -85,4 +107,12 @@ class Settings:
             max_view_bytes=int(number("DS_STATE__MAX_VIEW_BYTES", 256 << 20)),
             max_resident_view_bytes=int(number("DS_STATE__MAX_RESIDENT_VIEW_BYTES", 1 << 30)),
             max_snapshot_entities=int(number("DS_STATE__MAX_SNAPSHOT_ENTITIES", 10_000_000)),
+            auth_mode=auth_mode,
+            auth_jwt_secret=environ.get("DS_AUTH__JWT_SECRET") or None,
+            auth_jwks_path=Path(jwks_path) if jwks_path else None,
+            auth_audience=environ.get("DS_AUTH__AUDIENCE") or None,
+            auth_issuer=environ.get("DS_AUTH__ISSUER") or None,
+            auth_leeway=auth_leeway,
         )
+        authenticator(settings)  # at start: a missing key or a bad JWKS file is a ValueError
+        return settings

@@ -41,6 +41,7 @@ class Request:
         self.budget = budget
         self.body_timeout = body_timeout
         self.held = 0  # bytes of `budget` this request holds
+        self.private = False  # auth is on: its responses are not for shared caches
         self.headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             key = raw_name.decode("latin-1").lower()
@@ -158,6 +159,8 @@ async def respond(
 ) -> None:
     """Send `reply`, or with `body` a read's status and headers and then its body, a piece
     (of `piece` bytes) at a time."""
+    if request.private:
+        reply = responses.private(reply)
     headers = request.response_headers() + header_list(reply.headers)
     if not await request.finish():
         headers.append((b"connection", b"close"))
