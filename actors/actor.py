@@ -250,6 +250,8 @@ class StreamActor:
                 return Reply(204)
             case m.Describe():
                 return self._snapshot(self._existing())
+            case m.Export():
+                return m.Exported.of(self._existing(), self.changed)
             case m.Advance():
                 return await reads.advance(self._existing(), self.log, message)
             case m.Link():
@@ -376,7 +378,12 @@ class StreamActor:
         if added is not None:  # readers wake once the writers' responses are out
             writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
             self._notify(added_from, added, writers)
-            compacting = state.config.state_compaction is not None
+            # An import's appends (`restore`) are all committed before it forks the stream:
+            # compacting meanwhile could take the history a fork of it starts in.
+            restoring = all(
+                isinstance(e[0], m.AppendMessage) and e[0].request.restore for e in batch
+            )
+            compacting = state.config.state_compaction is not None and not restoring
             if compacting and await self.compactor.after_commit(
                 state, self.log, self.views, self.storage
             ):
