@@ -228,6 +228,9 @@ class StreamActor:
             if isinstance(message, m.AppendMessage):
                 await self._append_batch(envelope)
                 return
+            if isinstance(message, m.Restore):
+                await self._restore(message, pending)
+                return
             pending.set(await self._dispatch(message))
         except ProtocolError as error:
             pending.fail(error)
@@ -336,11 +339,7 @@ class StreamActor:
     # ---- append -------------------------------------------------------------------------
 
     async def _append_batch(self, first: m.Envelope) -> None:
-        """Plan and stage consecutive appends, commit them once, then reply to each.
-
-        Every request in the batch gets an answer whatever fails; an unexpected failure
-        leaves uncommitted records in the state, so it fails stop and recovers from the log.
-        """
+        """Plan and stage consecutive appends, commit them once, then reply to each."""
         batch = [first]
         while len(batch) < MAX_BATCH:
             try:
@@ -351,6 +350,19 @@ class StreamActor:
                 self._held = envelope
                 break
             batch.append(envelope)
+        await self._commit(batch)
+
+    async def _restore(self, message: m.Restore, pending: m.Pending[list[Reply]]) -> None:
+        """An import's records, one batch of appends committed at once (one write, not one
+        per record); answered with their replies, or the first refusal."""
+        batch: list[m.Envelope] = [(m.AppendMessage(r), m.Pending()) for r in message.requests]
+        await self._commit(batch)
+        pending.set([await slot.wait() for _, slot in batch])
+
+    async def _commit(self, batch: list[m.Envelope]) -> None:
+        """Every request in the batch gets an answer whatever fails; an unexpected failure
+        leaves uncommitted records in the state, so it fails stop and recovers from the log.
+        """
         try:
             state = self._existing()
             assert self.log is not None

@@ -43,6 +43,13 @@ class AppendMessage(Ask[Reply]):
 
 
 @attrs.frozen
+class Restore(Ask[list[Reply]]):
+    """`streams import`: records to append as one batch (requests with `restore` set)."""
+
+    requests: tuple[AppendRequest, ...]
+
+
+@attrs.frozen
 class Read(Ask["ReadResult"]):
     start: int | Sentinel
     max_bytes: int

@@ -52,13 +52,13 @@ def failure(name: str, error: ProtocolError) -> CommandError:
 
 
 def open_storage(root: Path, *, writing: bool) -> FileStorage:
-    """The data directory's storage, holding its lock. Only a command that writes makes one
-    where there is none: a mistyped path is not turned into an empty data directory. Its
-    commits are not synced one by one (as in file-fast mode): `run` syncs once at the end."""
+    """The data directory's storage, holding its lock; every commit synced, as in
+    file-durable mode. Only a command that writes makes one where there is none: a mistyped
+    path is not turned into an empty data directory."""
     if not writing and not (root / "streams").is_dir():
         raise CommandError(f"{root}: not a data directory (no streams/ folder in it)")
     try:
-        return FileStorage(root, durable=not writing)
+        return FileStorage(root, durable=True)
     except DataDirLocked:
         raise CommandError(f"{root}: {IN_USE}") from None
     except OSError as error:
@@ -68,9 +68,7 @@ def open_storage(root: Path, *, writing: bool) -> FileStorage:
 def run(root: Path, operation: Callable[[Streams], Awaitable[T]], *, writing: bool = False) -> T:
     """`operation` with the streams of `root`, once start-up is done (a crash's interrupted
     deletes collected, as a server's start would); then every actor stops and the lock is
-    released. Reads run with the clock stopped (`stopped_clock`). Writes run with the real
-    clock, and are made durable by one sync(2) when `operation` is done: an import commits
-    record by record, and a sync each would cost a disk flush per record."""
+    released. Reads run with the clock stopped (`stopped_clock`), writes with the real one."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="streams: %(levelname)s %(message)s")
     storage = open_storage(root, writing=writing)
@@ -95,5 +93,3 @@ def run(root: Path, operation: Callable[[Streams], Awaitable[T]], *, writing: bo
         return trio.run(main)
     finally:
         storage.close()
-        if writing:
-            os.sync()  # what a failed import wrote too: it says those streams are there

@@ -35,6 +35,11 @@ server may hold the data directory."""
 
 R = TypeVar("R")
 
+# An import's records go to a stream's actor in batches, each committed at once (one write):
+# at most this many records, or about this many bytes.
+BATCH_RECORDS = 256
+BATCH_BYTES = 1 << 20
+
 
 @attrs.frozen
 class Summary:
@@ -101,18 +106,23 @@ async def restore(
         await _call(streams.delete(name), name, [])
     imported: list[str] = []
     current: archive.Entry | None = None
+    batch: list[AppendRequest] = []
+    size = 0
     for item in _items(path):
         if isinstance(item, archive.Entry):
             if current is not None:
-                await _finish(streams, current, imported)
-            current = None if item.name in skipped else item
+                await _finish(streams, current, batch, imported)
+            current, batch, size = None if item.name in skipped else item, [], 0
             if current is not None:
                 await _create(streams, current, imported)
         elif current is not None:
-            request = AppendRequest(current.content_type, item, restore=True)
-            await _call(streams.append(current.name, request), current.name, imported)
+            batch.append(AppendRequest(current.content_type, item, restore=True))
+            size += len(item)
+            if len(batch) == BATCH_RECORDS or size >= BATCH_BYTES:
+                await _call(streams.restore(current.name, batch), current.name, imported)
+                batch, size = [], 0
     if current is not None:
-        await _finish(streams, current, imported)
+        await _finish(streams, current, batch, imported)
     for e in wanted:  # once their forks exist: soft-deleted again
         if e.deleted:
             await _call(streams.delete(e.name), e.name, imported)
@@ -160,16 +170,20 @@ async def _create(streams: Streams, e: archive.Entry, imported: list[str]) -> No
         raise _stopped(e.name, "it exists already", imported)
 
 
-async def _finish(streams: Streams, e: archive.Entry, imported: list[str]) -> None:
-    """Producers, Stream-Seq and closure, then the stream compared with its export."""
+async def _finish(
+    streams: Streams, e: archive.Entry, batch: list[AppendRequest], imported: list[str]
+) -> None:
+    """The last records, then producers, Stream-Seq and closure (one empty record per
+    producer, the closer's last), then the stream compared with its export."""
     for producer, (epoch, seq) in e.producers.items():
         if e.closed_by is None or producer != e.closed_by.id:  # the close sets the closer's
             stamp = Producer(producer, epoch, seq)
-            request = AppendRequest(None, b"", producer=stamp, restore=True)
-            await _call(streams.append(e.name, request), e.name, imported)
+            batch.append(AppendRequest(None, b"", producer=stamp, restore=True))
     if e.closed or e.stream_seq is not None:
-        last = AppendRequest(None, b"", e.closed, e.closed_by, e.stream_seq, restore=True)
-        await _call(streams.append(e.name, last), e.name, imported)
+        batch.append(AppendRequest(None, b"", e.closed, e.closed_by, e.stream_seq, restore=True))
+    for start in range(0, len(batch), BATCH_RECORDS):
+        chunk = batch[start : start + BATCH_RECORDS]
+        await _call(streams.restore(e.name, chunk), e.name, imported)
     exported = await _call(streams.registry.call(e.name, m.Export()), e.name, imported)
     found = exported_entry(e.name, exported)
     expected = attrs.evolve(e, deleted=False)  # deleted again once its forks exist
