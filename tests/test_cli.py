@@ -274,6 +274,9 @@ def replaced(line: bytes) -> Callable[[list[bytes]], list[bytes]]:
         (replaced(b'{"data":"!!"}\n'), "line 3: a data record is not base64"),
         (replaced(b'{"json":[1]}\n'), "line 3: a json record in 'text/plain'"),
         (lambda lines: [], "the file is empty"),
+        (lambda lines: [lines[0], lines[1].replace(b'"a"', b'"__ds/a"'), *lines[2:]],
+         "line 2: stream name '__ds/a': reserved path"),
+        (lambda lines: [*lines[:3], lines[1], *lines[3:]], "line 4: stream 'a' is given twice"),
     ],
 )  # fmt: skip
 def test_a_damaged_or_foreign_file_imports_nothing(

@@ -23,7 +23,8 @@ from typing import Any
 
 import attrs
 
-from streams.protocol import jsonmode
+from streams.protocol import jsonmode, names
+from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import (
     STATE_VALIDATION_MODES,
     Producer,
@@ -196,8 +197,12 @@ def _entry(doc: Any, seen: set[str]) -> Entry:
     if not isinstance(doc, dict):
         raise ValueError("a stream is an object")
     name = _get(doc, "name", str)
-    if not name or name in seen:
-        raise ValueError(f"stream name {name!r} is empty or given twice")
+    try:  # the rules of a request path's name (no length limit: that is a server setting)
+        names.from_path(names.PREFIX.encode() + name.encode(), max_bytes=len(name) * 4)
+    except (UnicodeError, ProtocolError) as error:
+        raise ValueError(f"stream name {name!r}: {getattr(error, 'detail', error)}") from None
+    if name in seen:
+        raise ValueError(f"stream {name!r} is given twice")
     content_type = _get(doc, "content_type", str)
     if not valid_content_type(content_type):
         raise ValueError(f"invalid content type {content_type!r}")
