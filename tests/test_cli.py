@@ -19,7 +19,7 @@ from actors.registry import Registry
 from actors.service import Fork, Streams
 from actors.storage.files import FileStorage
 from streams.__main__ import main
-from streams.cli import archive
+from streams.cli import archive, offline
 from streams.cli.offline import IN_USE
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.records import StreamConfig
@@ -332,3 +332,32 @@ def test_the_console_script_against_a_running_server_and_after_it(tmp_path: Path
         assert refused.stderr == f"streams: {data_dir}: {IN_USE}\n"
     listed = subprocess.run(streams, capture_output=True, text=True, timeout=60, check=True)
     assert listed.stdout.splitlines()[1].split() == ["served", "3", TEXT, "open", "-", "-", "-"]
+
+
+def test_a_ttl_shorter_than_the_import_does_not_run_out_during_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source of a fork is created first and forked last: with the clock running, a
+    long import would expire it in between (a server's start restarts TTLs anyway)."""
+    source, target, backup = tmp_path / "source", tmp_path / "target", tmp_path / "backup"
+
+    async def short(streams: Streams) -> None:
+        await streams.create("a", CreateRequest(StreamConfig(TEXT, ttl=5), body=b"a"))
+        await streams.create("b", CreateRequest(StreamConfig(TEXT), body=b"b"))
+        await streams.create("a/fork", CreateRequest(StreamConfig("")), Fork("a"))
+
+    written(source, short)
+    assert main(["export", "--data-dir", str(source), "-o", str(backup)]) == 0
+
+    class Slow:
+        """Every look at the time finds a minute gone."""
+
+        now = time.time()
+
+        def time(self) -> float:
+            self.now += 60
+            return self.now
+
+    monkeypatch.setattr(offline, "time", Slow())
+    assert main(["import", "--data-dir", str(target), str(backup)]) == 0
+    assert names_in(target) == ["a", "a/fork", "b"]

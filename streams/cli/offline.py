@@ -68,15 +68,18 @@ def open_storage(root: Path, *, writing: bool) -> FileStorage:
 def run(root: Path, operation: Callable[[Streams], Awaitable[T]], *, writing: bool = False) -> T:
     """`operation` with the streams of `root`, once start-up is done (a crash's interrupted
     deletes collected, as a server's start would); then every actor stops and the lock is
-    released. Reads run with the clock stopped (`stopped_clock`), writes with the real one."""
+    released. The actors' clock stands still: at `stopped_clock` for reads, and at the start
+    for writes (their records carry that time, and no TTL runs out during a long import: a
+    server's start counts as an access anyway)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="streams: %(levelname)s %(message)s")
     storage = open_storage(root, writing=writing)
+    started = time.time()
 
     async def main() -> T:
         refusal: CommandError | None = None
         async with trio.open_nursery() as nursery:
-            registry = Registry(storage, clock=time.time if writing else stopped_clock)
+            registry = Registry(storage, clock=lambda: started if writing else stopped_clock())
             await nursery.start(registry.run)
             await registry.collected.wait()
             streams = Streams(registry, max_fork_depth=UNLIMITED_FORK_DEPTH)
