@@ -95,6 +95,17 @@ def _to_file(path: Path, export_to: Callable[[BinaryIO], Summary]) -> Summary:
     return summary
 
 
+@attrs.frozen
+class Planned:
+    """What choosing and ordering a stream takes (its full state is asked again when it is
+    written: a plan of every stream stays small)."""
+
+    name: str
+    depth: int
+    base: int
+    source: str | None
+
+
 async def export(
     streams: Streams, names: list[str], sink: BinaryIO, *, skip_compacted: bool = False
 ) -> Summary:
@@ -102,7 +113,8 @@ async def export(
     before forks; refuses a compacted stream unless `skip_compacted`."""
     chosen, skipped = _compacted_out(await _plan(streams, names), skip_compacted)
     sink.write(archive.header(time.time()))
-    for name, exported in chosen:
+    for name in chosen:
+        exported = await _export(streams, name)
         sink.write(archive.stream_line(entry(name, exported)))
         written = await _records(streams, name, exported, sink)
         if written != exported.records:  # nobody else writes: the log does not hold its state
@@ -110,40 +122,45 @@ async def export(
                 f"stream {name!r}: {written} records read, its state counts {exported.records}"
             )
     sink.write(archive.trailer(len(chosen)))
-    return Summary([name for name, _ in chosen], skipped)
+    return Summary(chosen, skipped)
 
 
-async def _plan(streams: Streams, wanted: list[str]) -> list[tuple[str, m.Exported]]:
+async def _export(streams: Streams, name: str) -> m.Exported:
+    try:
+        exported: m.Exported = await streams.registry.call(name, m.Export())
+    except ProtocolError as error:
+        raise failure(name, error) from None
+    return exported
+
+
+async def _plan(streams: Streams, wanted: list[str]) -> list[Planned]:
     """The streams to export and their sources, each fork after its source."""
     names = wanted or await streams.registry.storage.names()
-    found: dict[str, m.Exported] = {}
+    found: dict[str, Planned] = {}
     queue = [(name, "named" if wanted else "stored") for name in names]
     while queue:
         name, why = queue.pop()
         if name in found:
             continue
         try:
-            exported: m.Exported = await streams.registry.call(name, m.Export())
+            snapshot: m.Snapshot = await streams.registry.call(name, m.Describe())
         except ProtocolError as error:
             if error.status != 404:
                 raise failure(name, error) from None
             if why == "stored":  # a create that never committed: no stream
                 continue
             raise CommandError(f"no stream {name!r}" if why == "named" else why) from None
-        found[name] = exported
-        source = exported.snapshot.config.fork_source
+        source = snapshot.config.fork_source
+        found[name] = Planned(name, snapshot.config.fork_depth, snapshot.base, source)
         if source is not None:
             queue.append((source, f"stream {name!r} forks {source!r}, which is missing"))
-    order = sorted(found, key=lambda name: (found[name].snapshot.config.fork_depth, name))
-    return [(name, found[name]) for name in order]
+    return sorted(found.values(), key=lambda planned: (planned.depth, planned.name))
 
 
-def _compacted_out(
-    planned: list[tuple[str, m.Exported]], skip: bool
-) -> tuple[list[tuple[str, m.Exported]], list[tuple[str, str]]]:
+def _compacted_out(planned: list[Planned], skip: bool) -> tuple[list[str], list[tuple[str, str]]]:
     chosen, skipped, left_out = [], [], set()
-    for name, exported in planned:
-        base, source = exported.snapshot.base, exported.snapshot.config.fork_source
+    for stream in planned:
+        name, base, source = stream.name, stream.base, stream.source
         if base:
             why = (
                 f"compacted: its history before offset {base} is gone, so an import could "
@@ -156,7 +173,7 @@ def _compacted_out(
         elif source in left_out:
             why = f"it forks {source!r}, which is left out"
         else:
-            chosen.append((name, exported))
+            chosen.append(name)
             continue
         left_out.add(name)
         skipped.append((name, why))
