@@ -1,5 +1,6 @@
-"""Command line: `streams fsck DATA_DIR [--repair]`, and the offline commands `streams ls`,
-`streams export`, `streams import` (streams/cli/)."""
+"""Command line (`streams ...` or `python -m streams ...`): `streams serve [--config PATH]`,
+`streams fsck DATA_DIR [--repair]`, and the offline commands `streams ls`, `streams export`,
+`streams import` (streams/cli/)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from actors.storage import DataDirLocked
 from actors.storage.fsck import check
+from streams import serve
 from streams.cli import export, ls, restore
 from streams.cli.offline import IN_USE, CommandError
 
@@ -30,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     ls.add_parser(commands)
     export.add_parser(commands)
     restore.add_parser(commands)
+    serve.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve.main(args)
     try:
         if args.command != "fsck":
             return int(args.run(args))

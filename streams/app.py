@@ -1,7 +1,9 @@
-"""The ASGI application: `hypercorn streams.app:app --worker-class trio --workers 0`.
+"""The ASGI application: `streams serve` (streams.serve), or
+`hypercorn streams.app:app --worker-class trio --config hypercorn.toml`.
 
 Requests go straight to the plain ASGI protocol handler, except health and readiness, which
-Quart serves; Quart also runs the registry in its lifespan nursery.
+Quart serves; Quart also runs the registry in its lifespan nursery. The settings are loaded
+(and checked) when this module is imported, so invalid ones stop hypercorn before it serves.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from actors.storage import DataDirLocked, Storage
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from actors.view_budget import ViewLimits
-from streams.config import Settings
+from streams.config import Settings, settings_or_exit
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.resources import raise_fd_limit
 
@@ -33,6 +35,14 @@ class StreamsApp(QuartTrio):
     protocol: StreamsHTTP | None = None
     storage: Storage | None = None
     registry_scope: trio.CancelScope | None = None
+    stopping = False
+
+    def stop(self) -> None:
+        """Shutting down (SIGTERM under `streams serve`): /readyz answers 503, new protocol
+        requests get 503, long-polls answer 204 at once and SSE responses end."""
+        self.stopping = True
+        if self.protocol is not None:
+            self.protocol.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if self.protocol is not None and scope["type"] == "http" and scope["path"] not in OPS:
@@ -60,7 +70,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
     @app.before_serving
     async def start() -> None:
         resolved = settings or Settings.from_env()
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(level=resolved.log_level.upper())
         descriptors = raise_fd_limit()
         try:
             app.storage = open_storage(resolved)
@@ -99,6 +109,8 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
 
         await app.nursery.start(supervise)
         app.protocol = protocol
+        if app.stopping:  # stopped while starting
+            protocol.stop()
         logging.getLogger(__name__).info(
             "file descriptors: %d; at most %d requests in progress",
             descriptors,
@@ -120,9 +132,11 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
 
     @app.get("/readyz")
     async def readyz() -> tuple[str, int]:
+        if app.stopping:
+            return "stopping\n", 503
         return ("ready\n", 200) if app.protocol is not None else ("starting\n", 503)
 
     return app
 
 
-app = create_app()
+app = create_app(settings_or_exit())  # invalid settings: one line on stderr, and exit

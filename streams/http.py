@@ -23,6 +23,7 @@ from streams.reads import Reads
 from streams.request import Receive, Request, Scope, Send, respond, respond_error
 from streams.resources import BodyBudget, busy, default_max_connections, fd_limit
 from streams.sending import ClientGone, Sender, SendWatch
+from streams.shutdown import Shutdown, stopping
 
 __all__ = ["Receive", "Scope", "Send", "StreamsHTTP"]
 
@@ -44,14 +45,24 @@ class StreamsHTTP:
         self.max_requests = settings.max_connections or default_max_connections(fd_limit())
         self.active = 0  # requests being served now
         self._refusals = Throttle()
-        self.reads = Reads(streams, settings)
+        self.prefixes = names.prefixes(settings.stream_base_path)
+        self.shutdown = Shutdown()  # `stop()`: refuse new requests, end live reads
+        self.reads = Reads(streams, settings, self.shutdown)
         self.sends = SendWatch(settings.send_timeout)  # its `run` must be running
         self.auth = authenticator(settings)  # None: auth off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, self.budget, self.settings.body_timeout)
+        settings = self.settings
+        request = Request(
+            scope,
+            receive,
+            self.budget,
+            settings.body_timeout,
+            settings.cors_origins,
+            self.shutdown,
+        )
         sender = self.sends.sender(send, scope)
-        if self.active >= self.max_requests:
+        if self.active >= self.max_requests or self.shutdown.stopping:
             await self._refuse(request, sender)
             return
         self.active += 1
@@ -80,8 +91,18 @@ class StreamsHTTP:
                 failure = ProtocolError(500, "Internal Server Error", "unexpected server error")
                 await respond_error(request, sender, failure)
 
+    def stop(self) -> None:
+        """The server is shutting down: new requests get 503, long-polls answer 204 at once
+        and SSE responses end (`streams.shutdown`)."""
+        self.shutdown.stop()
+
     async def _refuse(self, request: Request, send: Sender) -> None:
-        """Over the request cap: 503 at once, and the connection closes to free its socket."""
+        """Over the request cap, or shutting down: 503 at once, and the connection closes to
+        free its socket."""
+        if self.shutdown.stopping:
+            request.abandoned = True
+            await respond_error(request, send, stopping())
+            return
         refused = self._refusals.note()
         if refused is not None:
             logger.warning(
@@ -96,7 +117,7 @@ class StreamsHTTP:
     async def _route(self, request: Request, send: Sender) -> None:
         scope = request.scope
         path = names.request_path(scope.get("raw_path"), scope["path"])
-        name = names.from_path(path, self.settings.max_name_bytes)
+        name = names.from_path(path, self.settings.max_name_bytes, self.prefixes)
         method = request.method
         if self.auth is not None:
             self.auth.admit(request, name)  # 401/403 before any body is read
@@ -116,9 +137,10 @@ class StreamsHTTP:
             raise ProtocolError(405, "Method Not Allowed", f"{method} is not supported")
 
     async def _put(self, request: Request, name: str) -> Reply:
-        create = parse_create(request.headers, self.settings.max_name_bytes)
+        create = parse_create(request.headers, self.settings.max_name_bytes, self.prefixes)
         body = await request.body(self.settings.max_append_bytes)
-        reply = await self.streams.create(name, create.request(body), create.fork)
+        asked = create.request(body, self.settings.max_stream_bytes)
+        reply = await self.streams.create(name, asked, create.fork)
         return responses.created(reply, request.url())
 
     async def _post(self, request: Request, name: str, send: Sender) -> None:
@@ -127,7 +149,8 @@ class StreamsHTTP:
         body = await request.body(self.settings.max_append_bytes)
         receipt = self.streams.receipt()
         try:
-            reply = await self.streams.append(name, append.request(body), receipt)
+            asked = append.request(body, self.settings.max_stream_bytes)
+            reply = await self.streams.append(name, asked, receipt)
             await respond(request, send, reply)
         finally:
             if receipt is not None:

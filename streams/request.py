@@ -15,6 +15,7 @@ from streams.protocol.machine import Reply
 from streams.protocol.requests import parse_query, too_large
 from streams.resources import BodyBudget
 from streams.sending import ClientGone, Sender
+from streams.shutdown import Shutdown
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -32,6 +33,8 @@ class Request:
         receive: Receive,
         budget: BodyBudget | None = None,
         body_timeout: float = math.inf,
+        cors_origins: tuple[str, ...] = ("*",),
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.scope = scope
         self.receive = receive
@@ -42,6 +45,8 @@ class Request:
         self.body_timeout = body_timeout
         self.held = 0  # bytes of `budget` this request holds
         self.private = False  # auth is on: its responses are not for shared caches
+        self.cors_origins = cors_origins
+        self.shutdown = shutdown
         self.headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             key = raw_name.decode("latin-1").lower()
@@ -50,7 +55,12 @@ class Request:
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         """The headers every response carries: security, and CORS for browsers."""
-        return responses.common_headers("origin" in self.headers)
+        return responses.common_headers(self.headers.get("origin"), self.cors_origins)
+
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down: the connection carries no further request."""
+        return self.shutdown is not None and self.shutdown.stopping
 
     def query(self) -> dict[str, list[str]]:
         return parse_query(self.scope.get("query_string", b""))
@@ -162,7 +172,7 @@ async def respond(
     if request.private:
         reply = responses.private(reply)
     headers = request.response_headers() + header_list(reply.headers)
-    if not await request.finish():
+    if not await request.finish() or request.closing:
         headers.append((b"connection", b"close"))
     if body is not None:
         headers.append((b"content-length", str(body.length).encode()))
