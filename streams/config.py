@@ -23,9 +23,13 @@ from typing import Any, Literal, NoReturn
 
 import attrs
 
+from streams.auth import authenticator
+
 StorageMode = Literal["file-durable", "file-fast", "memory"]
 MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+AuthMode = Literal["off", "jwt"]
+AUTH_MODES: tuple[AuthMode, ...] = ("off", "jwt")
 DEFAULT_APPEND_BYTES = 64 * 1024 * 1024
 DEFAULT_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_BASE_PATH = "/v1/stream"
@@ -69,6 +73,12 @@ class Settings:
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
     log_level: str = "info"
+    auth_mode: AuthMode = "off"  # docs/operations.md, Auth
+    auth_jwt_secret: str | None = attrs.field(default=None, repr=False)  # never printed
+    auth_jwks_path: Path | None = None
+    auth_audience: str | None = None
+    auth_issuer: str | None = None
+    auth_leeway: float = 30.0  # clock skew allowed for exp and nbf
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -92,6 +102,16 @@ def seconds(raw: str) -> float:
         raise ValueError(f"must be a number of seconds, got {raw!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"must be positive, got {raw!r}")
+    return value
+
+
+def leeway(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number >= 0, got {raw!r}") from None
+    if not 0 <= value < math.inf:
+        raise ValueError(f"must be a number >= 0, got {raw!r}")
     return value
 
 
@@ -219,6 +239,12 @@ KEYS: tuple[Key, ...] = (
     Key("DS_TLS__CERT_PATH", "tls_cert_path", path, "unset (plain HTTP)"),
     Key("DS_TLS__KEY_PATH", "tls_key_path", path, "unset (plain HTTP)"),
     Key("DS_LOG__LEVEL", "log_level", one_of(*LOG_LEVELS)),
+    Key("DS_AUTH__MODE", "auth_mode", one_of(*AUTH_MODES)),
+    Key("DS_AUTH__JWT_SECRET", "auth_jwt_secret", text, "unset"),
+    Key("DS_AUTH__JWKS_PATH", "auth_jwks_path", path, "unset"),
+    Key("DS_AUTH__AUDIENCE", "auth_audience", text, "unset (not checked)"),
+    Key("DS_AUTH__ISSUER", "auth_issuer", text, "unset (not checked)"),
+    Key("DS_AUTH__LEEWAY_SECS", "auth_leeway", leeway),
 )
 BY_ENV = {key.env: key for key in KEYS}
 BY_TOML = {key.toml: key for key in KEYS}
@@ -311,7 +337,12 @@ def _build(given: Layers) -> tuple[Settings, Layers]:
         raise key.error("needs DS_TLS__CERT_PATH (tls.cert_path) too")
     if key is None and cert is not None:
         raise cert.error("needs DS_TLS__KEY_PATH (tls.key_path) too")
-    return Settings(**values), given
+    settings = Settings(**values)
+    try:
+        authenticator(settings)  # a missing key or a bad JWKS file, named, at start
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return settings, given
 
 
 def _load(environ: Mapping[str, str], file: Path | None) -> tuple[Settings, Layers]:

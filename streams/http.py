@@ -13,6 +13,7 @@ import trio
 
 from actors.faults import Throttle
 from actors.service import Streams
+from streams.auth import authenticator
 from streams.config import Settings
 from streams.protocol import names, responses
 from streams.protocol.errors import ProtocolError
@@ -48,6 +49,7 @@ class StreamsHTTP:
         self.shutdown = Shutdown()  # `stop()`: refuse new requests, end live reads
         self.reads = Reads(streams, settings, self.shutdown)
         self.sends = SendWatch(settings.send_timeout)  # its `run` must be running
+        self.auth = authenticator(settings)  # None: auth off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings
@@ -117,6 +119,8 @@ class StreamsHTTP:
         path = names.request_path(scope.get("raw_path"), scope["path"])
         name = names.from_path(path, self.settings.max_name_bytes, self.prefixes)
         method = request.method
+        if self.auth is not None:
+            self.auth.admit(request, name)  # 401/403 before any body is read
         if method == "OPTIONS":
             await respond(request, send, responses.preflight())
         elif method == "GET":

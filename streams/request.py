@@ -44,6 +44,7 @@ class Request:
         self.budget = budget
         self.body_timeout = body_timeout
         self.held = 0  # bytes of `budget` this request holds
+        self.private = False  # auth is on: its responses are not for shared caches
         self.cors_origins = cors_origins
         self.shutdown = shutdown
         self.headers: dict[str, str] = {}
@@ -168,6 +169,8 @@ async def respond(
 ) -> None:
     """Send `reply`, or with `body` a read's status and headers and then its body, a piece
     (of `piece` bytes) at a time."""
+    if request.private:
+        reply = responses.private(reply)
     headers = request.response_headers() + header_list(reply.headers)
     if not await request.finish() or request.closing:
         headers.append((b"connection", b"close"))

@@ -3,16 +3,22 @@ names; one table (`KEYS`) for all of them, which the docs' reference is checked 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from jwt.algorithms import OKPAlgorithm
 
 from streams import config
 from streams.config import KEYS, ConfigError, Settings, load_checked
 
 ROOT = Path(__file__).resolve().parent.parent
+
+SECRET = "a test secret of at least 32 bytes, never a real one"
 
 
 def test_defaults_without_environment() -> None:
@@ -43,6 +49,11 @@ def test_every_setting_has_its_name() -> None:
             "DS_STATE__MAX_VIEW_BYTES": "30",
             "DS_STATE__MAX_RESIDENT_VIEW_BYTES": "40",
             "DS_STATE__MAX_SNAPSHOT_ENTITIES": "50",
+            "DS_AUTH__MODE": "jwt",
+            "DS_AUTH__JWT_SECRET": SECRET,
+            "DS_AUTH__AUDIENCE": "streams",
+            "DS_AUTH__ISSUER": "https://idp.example",
+            "DS_AUTH__LEEWAY_SECS": "0",
             "DS_SERVER__HOST": "0.0.0.0",
             "DS_SERVER__PORT": "8080",
             "DS_SERVER__SHUTDOWN_GRACE_SECS": "3",
@@ -76,6 +87,11 @@ def test_every_setting_has_its_name() -> None:
         max_view_bytes=30,
         max_resident_view_bytes=40,
         max_snapshot_entities=50,
+        auth_mode="jwt",
+        auth_jwt_secret=SECRET,
+        auth_audience="streams",
+        auth_issuer="https://idp.example",
+        auth_leeway=0.0,
         host="0.0.0.0",
         port=8080,
         shutdown_grace=3.0,
@@ -106,6 +122,10 @@ def test_the_body_budget_holds_at_least_one_largest_append() -> None:
         ("DS_LIMITS__MAX_APPEND_BYTES", "-1"),
         ("DS_SERVER__MAX_CONNECTIONS", "0"),
         ("DS_LIMITS__BODY_TIMEOUT_SECS", "never"),
+        ("DS_AUTH__MODE", "basic"),
+        ("DS_AUTH__LEEWAY_SECS", "-1"),
+        ("DS_AUTH__LEEWAY_SECS", "nan"),
+        ("DS_AUTH__LEEWAY_SECS", "soon"),
         ("DS_SERVER__PORT", "70000"),
         ("DS_SERVER__PORT", "http"),
         ("DS_SERVER__SHUTDOWN_GRACE_SECS", "inf"),
@@ -116,7 +136,7 @@ def test_the_body_budget_holds_at_least_one_largest_append() -> None:
         ("DS_LOG__LEVEL", "loud"),
         ("DS_STORAGE__DATA_DIR", " "),
         ("DS_SERVER__BOGUS", "1"),  # an unknown key of a known section
-        ("DS_AUTH__MODE", "jwt"),  # a known section that has no such key yet
+        ("DS_AUTH__BOGUS", "1"),  # an unknown key of the auth section
     ],
 )
 def test_bad_values_name_the_setting(key: str, value: str) -> None:
@@ -124,6 +144,67 @@ def test_bad_values_name_the_setting(key: str, value: str) -> None:
         Settings.from_env({key: value})
 
 
+def ed25519_jwk(**fields: Any) -> dict[str, Any]:
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+    assert isinstance(jwk, dict)
+    return {**jwk, **fields}
+
+
+def test_auth_reads_public_keys_from_a_jwks_file(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [ed25519_jwk(kid="a"), ed25519_jwk(kid="b")]}))
+    settings = Settings.from_env({"DS_AUTH__MODE": "jwt", "DS_AUTH__JWKS_PATH": str(path)})
+    assert (settings.auth_mode, settings.auth_jwks_path) == ("jwt", path)
+    assert Settings.from_env({"DS_AUTH__JWKS_PATH": str(path)}).auth_mode == "off"
+
+
+def test_the_secret_is_never_printed() -> None:
+    settings = Settings.from_env({"DS_AUTH__MODE": "jwt", "DS_AUTH__JWT_SECRET": SECRET})
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({}, "DS_AUTH__JWT_SECRET"),
+        ({"DS_AUTH__JWT_SECRET": SECRET, "DS_AUTH__JWKS_PATH": "jwks.json"}, "exactly one"),
+        ({"DS_AUTH__JWT_SECRET": "short"}, "DS_AUTH__JWT_SECRET must be at least 32 bytes"),
+    ],
+)
+def test_jwt_mode_needs_one_good_key_source(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        Settings.from_env({"DS_AUTH__MODE": "jwt", **environ})
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "cannot be read"),
+        ("{not json", "is not JSON"),
+        ("[]", "is not a JWKS"),
+        ('{"keys": {}}', "is not a JWKS"),
+        ('{"keys": []}', "holds no signature keys"),
+        (json.dumps({"keys": [ed25519_jwk(use="enc")]}), "holds no signature keys"),
+        ('{"keys": [1]}', "key 0 is not a JSON object"),
+        ('{"keys": [{"kty": "nope"}]}', "key 0 is not a usable key"),
+        (json.dumps({"keys": [ed25519_jwk(d="c2VjcmV0")]}), "key 0 is a private key"),
+        (json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}), "HS256 is not a public-key"),
+        (json.dumps({"keys": [ed25519_jwk(alg="HS256")]}), "key 0 is not a usable key"),
+        (json.dumps({"keys": [ed25519_jwk(kid=7)]}), "kid must be a string"),
+        (json.dumps({"keys": [ed25519_jwk(kid="a"), ed25519_jwk(kid="a")]}), "used twice"),
+        (json.dumps({"keys": [ed25519_jwk(), ed25519_jwk(kid="a")]}), "each needs a kid"),
+    ],
+)
+def test_a_bad_jwks_file_is_an_error_at_start(
+    tmp_path: Path, content: str | None, reason: str
+) -> None:
+    path = tmp_path / "jwks.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match="DS_AUTH__JWKS_PATH") as raised:
+        Settings.from_env({"DS_AUTH__MODE": "jwt", "DS_AUTH__JWKS_PATH": str(path)})
+    assert reason in str(raised.value)
 def test_an_error_names_the_setting_and_its_source() -> None:
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({"DS_STORAGE__MODE": "bogus"})
@@ -273,6 +354,7 @@ def test_every_setting_is_in_the_table_once() -> None:
 def reference_rows() -> dict[str, tuple[str, str]]:
     """docs/operations.md's configuration reference: env name -> (TOML key, default)."""
     text = (ROOT / "docs" / "operations.md").read_text()
+    text = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(DS_[A-Z0-9_]+)` \| `([a-z_.]+)` \| ([^|]+) \|", text, re.M)
     return {env: (toml, default.strip()) for env, toml, default in rows}
 

@@ -540,6 +540,36 @@ def test_a_json_producer_append_is_200() -> None:
     assert commit(state, by("p", 0, 0, b"[1,2]", content_type=JSON)).status == 200
 
 
+def test_a_restoring_append_sets_the_producer_table_as_given() -> None:
+    """`streams import`: the exported table comes back one empty record per producer (no
+    sequence from 0), then the stream dedupes and fences as the exported one did."""
+    state = make_state()
+    commit(state, body(b"data"))
+    restored = AppendRequest(None, b"", producer=Producer("p", 3, 41), restore=True)
+    assert commit(state, restored).status == 204
+    commit(state, AppendRequest(None, b"", producer=Producer("q", 0, 7), restore=True))
+    last = AppendRequest(None, b"", True, Producer("q", 0, 8), "seq-9", restore=True)
+    commit(state, last)
+    assert state.producers == {"p": (3, 41), "q": (0, 8)}
+    assert (state.tail, state.records, state.stream_seq) == (4, 1, "seq-9")
+    assert (state.closed, state.closed_by) == (True, Producer("q", 0, 8))
+    duplicate = state.plan_append(by("q", 0, 8, b""), NOW)
+    assert isinstance(duplicate, Reply) and duplicate.status == 204  # the closer's retry
+    other = make_state()
+    commit(other, AppendRequest(None, b"", producer=Producer("p", 3, 41), restore=True))
+    assert state_of(other.plan_append(by("p", 3, 41), NOW)) == 204  # a retried last append
+    rejects(lambda: other.plan_append(by("p", 2, 0), NOW), 403, "STALE_EPOCH")
+    rejects(lambda: other.plan_append(by("p", 3, 43), NOW), 409, "SEQUENCE_GAP")
+    assert commit(other, by("p", 3, 42)).status == 200
+    # without `restore`, the same stamp is a gap
+    rejects(lambda: make_state().plan_append(by("p", 3, 41), NOW), 409, "SEQUENCE_GAP")
+
+
+def state_of(planned: AppendRecord | Reply) -> int:
+    assert isinstance(planned, Reply), planned
+    return planned.status
+
+
 def test_content_type_is_checked_before_producer_state() -> None:
     state = make_state()
     commit(state, by("p", 0, 0))

@@ -130,5 +130,8 @@ class MemoryStorage:
     async def fork_sources(self) -> list[str]:
         return []
 
+    async def names(self) -> list[str]:
+        return [name for name, log in self._logs.items() if log]  # b"": created, not committed
+
     def close(self) -> None:
         pass

@@ -73,6 +73,10 @@ class AppendRequest:
     producer: Producer | None = None
     stream_seq: str | None = None
     flattened: bytes | None = None  # a JSON body's stored form, made off the event loop
+    # An import re-creating an exported stream (`streams import`), never HTTP: the producer
+    # stamp is the stream's last for that producer, set as given (a table restored, one
+    # entry per record, not a sequence checked), and compaction waits for a later append.
+    restore: bool = False
     max_stream_bytes: int | None = None  # what the stream may hold after it (None: no limit)
 
 
@@ -313,7 +317,7 @@ class StreamState:
                 raise bad_request("Content-Type is required with a body")
             if media_type(request.content_type) != media_type(self.config.content_type):
                 raise conflict("Content-Type does not match the stream's", code="CONTENT_TYPE")
-        if producer is not None:
+        if producer is not None and not request.restore:
             duplicate = self._check_producer(producer)
             if duplicate is not None:
                 return duplicate

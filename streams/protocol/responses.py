@@ -66,6 +66,17 @@ def preflight() -> Reply:
     return Reply(204, dict(PREFLIGHT))
 
 
+def private(reply: Reply) -> Reply:
+    """A cacheable reply for its requester only (auth on): a shared cache such as a CDN would
+    keep a `public` one and hand it to clients without a token (PROTOCOL section 10)."""
+    cache = reply.headers.get("Cache-Control", "")
+    if not cache.startswith("public"):
+        return reply
+    return attrs.evolve(
+        reply, headers={**reply.headers, "Cache-Control": "private" + cache[len("public") :]}
+    )
+
+
 def has_body(status: int, method: str) -> bool:
     return status not in (204, 304) and method != "HEAD"
 
