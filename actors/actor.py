@@ -228,6 +228,9 @@ class StreamActor:
             if isinstance(message, m.AppendMessage):
                 await self._append_batch(envelope)
                 return
+            if isinstance(message, m.Restore):
+                await self._restore(message, pending)
+                return
             pending.set(await self._dispatch(message))
         except ProtocolError as error:
             pending.fail(error)
@@ -250,6 +253,8 @@ class StreamActor:
                 return Reply(204)
             case m.Describe():
                 return self._snapshot(self._existing())
+            case m.Export():
+                return m.Exported.of(self._existing(), self.changed)
             case m.Advance():
                 return await reads.advance(self._existing(), self.log, message)
             case m.Link():
@@ -334,11 +339,7 @@ class StreamActor:
     # ---- append -------------------------------------------------------------------------
 
     async def _append_batch(self, first: m.Envelope) -> None:
-        """Plan and stage consecutive appends, commit them once, then reply to each.
-
-        Every request in the batch gets an answer whatever fails; an unexpected failure
-        leaves uncommitted records in the state, so it fails stop and recovers from the log.
-        """
+        """Plan and stage consecutive appends, commit them once, then reply to each."""
         batch = [first]
         while len(batch) < MAX_BATCH:
             try:
@@ -349,6 +350,19 @@ class StreamActor:
                 self._held = envelope
                 break
             batch.append(envelope)
+        await self._commit(batch)
+
+    async def _restore(self, message: m.Restore, pending: m.Pending[list[Reply]]) -> None:
+        """An import's records, one batch of appends committed at once (one write, not one
+        per record); answered with their replies, or the first refusal."""
+        batch: list[m.Envelope] = [(m.AppendMessage(r), m.Pending()) for r in message.requests]
+        await self._commit(batch)
+        pending.set([await slot.wait() for _, slot in batch])
+
+    async def _commit(self, batch: list[m.Envelope]) -> None:
+        """Every request in the batch gets an answer whatever fails; an unexpected failure
+        leaves uncommitted records in the state, so it fails stop and recovers from the log.
+        """
         try:
             state = self._existing()
             assert self.log is not None
@@ -376,7 +390,12 @@ class StreamActor:
         if added is not None:  # readers wake once the writers' responses are out
             writers = (e[0].receipt for e in batch if isinstance(e[0], m.AppendMessage))
             self._notify(added_from, added, writers)
-            compacting = state.config.state_compaction is not None
+            # An import's appends (`restore`) are all committed before it forks the stream:
+            # compacting meanwhile could take the history a fork of it starts in.
+            restoring = all(
+                isinstance(e[0], m.AppendMessage) and e[0].request.restore for e in batch
+            )
+            compacting = state.config.state_compaction is not None and not restoring
             if compacting and await self.compactor.after_commit(
                 state, self.log, self.views, self.storage
             ):

@@ -14,7 +14,13 @@ from actors.tail_cache import TailCache
 from actors.views import Views, parsed
 from streams.protocol import records
 from streams.protocol.errors import ProtocolError
-from streams.protocol.machine import CreateRequest, Reply, StreamState, encode_body
+from streams.protocol.machine import (
+    CreateRequest,
+    Reply,
+    StreamState,
+    check_stream_size,
+    encode_body,
+)
 
 Outcome = tuple["m.Pending[Reply]", Reply | ProtocolError]
 
@@ -28,6 +34,7 @@ async def plan_create(
     data = encode_body(
         config.content_type, request.body, creating=True, flattened=request.flattened
     )
+    check_stream_size(0, len(data), request.max_stream_bytes)
     record = records.CreateRecord(name, config, uuid.uuid4().hex, now, request.closed, data)
     meta, _ = records.encode(record)
     try:

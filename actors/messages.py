@@ -14,6 +14,7 @@ import trio
 from actors.wakeups import Change as Change  # re-exported: the actor makes them
 from actors.wakeups import Receipt
 from state.view import Entity
+from streams.protocol.headers import Producer
 from streams.protocol.machine import AppendRequest, CreateRequest, Reply, StreamState
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
@@ -39,6 +40,13 @@ class AppendMessage(Ask[Reply]):
     request: AppendRequest
     # The writer's: readers of the commit wait until it is released (actors/wakeups.py).
     receipt: Receipt | None = None
+
+
+@attrs.frozen
+class Restore(Ask[list[Reply]]):
+    """`streams import`: records to append as one batch (requests with `restore` set)."""
+
+    requests: tuple[AppendRequest, ...]
 
 
 @attrs.frozen
@@ -124,6 +132,12 @@ class DropView(Ask[None]):
 
 
 @attrs.frozen
+class Export(Ask["Exported"]):
+    """`streams export`: the stream's metadata and what only its state holds (producers,
+    Stream-Seq, its closer); answered for a soft-deleted stream too (forks read it)."""
+
+
+@attrs.frozen
 class Snapshot:
     """A stream's metadata at one moment, plus the change its next commit will publish."""
 
@@ -148,6 +162,23 @@ class Snapshot:
             changed,
             state.base,
         )
+
+
+@attrs.frozen
+class Exported:
+    """What an export writes about a stream besides its data."""
+
+    snapshot: Snapshot
+    records: int  # records holding data, from where its log starts (its fork offset, base)
+    stream_seq: str | None
+    producers: dict[str, tuple[int, int]]  # id -> (epoch, last seq)
+    closed_by: Producer | None
+
+    @classmethod
+    def of(cls, state: StreamState, changed: Change) -> Exported:
+        snapshot = Snapshot.of(state, changed)
+        producers = dict(state.producers)
+        return cls(snapshot, state.records, state.stream_seq, producers, state.closed_by)
 
 
 @attrs.frozen

@@ -136,9 +136,19 @@ class Streams:
     ) -> Reply:
         """Append; with a `receipt` (see `receipt`), the commit's live readers wait until it is
         released."""
-        if request.content_type is not None and is_json(request.content_type) and request.body:
-            request = attrs.evolve(request, flattened=await flatten(request.body))
+        request = await self._flattened(request)
         return await self.registry.call(name, m.AppendMessage(request, receipt))
+
+    async def restore(self, name: str, requests: list[AppendRequest]) -> list[Reply]:
+        """`streams import`: appends (with `restore` set) committed at once, in order."""
+        flattened = tuple([await self._flattened(request) for request in requests])
+        return await self.registry.call(name, m.Restore(flattened))
+
+    @staticmethod
+    async def _flattened(request: AppendRequest) -> AppendRequest:
+        if request.content_type is not None and is_json(request.content_type) and request.body:
+            return attrs.evolve(request, flattened=await flatten(request.body))
+        return request
 
     async def state_snapshot(self, name: str, types: frozenset[str] | None = None) -> m.StateRead:
         """The stream's State Protocol view as of its tail (docs/state.md)."""

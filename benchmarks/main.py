@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import hostile, report, report_hostile, report_state, scenarios, state
-from benchmarks.servers import ALL, BENCH, ROOT, SERVER_CPU, Server, Spec, log_problems
+from benchmarks.servers import ALL, ROOT, SERVER_CPU, Server, Spec, log_problems
 
 LOAD = ("json", "catchup", "fanout")
 HOSTILE = ("json-flood", "stalled-sse", "reopen")  # ours only; "hostile" selects all three
@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--hypercorn-config",
-        default=str(BENCH / "hypercorn.toml"),
-        help='hypercorn TOML for ours and the raw app ("none": defaults)',
+        default=str(ROOT / "hypercorn.toml"),
+        help='hypercorn TOML for the raw app ("none": defaults); ours runs as `streams serve`',
     )
     parser.add_argument(
         "--output",

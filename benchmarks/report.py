@@ -581,9 +581,10 @@ def markdown(
         "answers 200; the median. In brackets: the first start, on an empty data dir.",
         *report_hostile.measured(plan),
         *report_state.measured(plan),
-        "- Hypercorn apps run with `benchmarks/hypercorn.toml` (keep_alive_max_requests raised, "
-        "backlog 2048) unless `--hypercorn-config` says otherwise. Node runs with "
-        "`longPollTimeout` 20 s, like ours.",
+        "- This server runs as the README starts it, `streams serve` (hypercorn's Trio worker, "
+        "backlog 2048, no keep-alive request cap); the raw ASGI app under hypercorn with the "
+        "same settings, `hypercorn.toml`, unless `--hypercorn-config` says otherwise. Node runs "
+        "with `longPollTimeout` 20 s, like ours.",
         "- Everything shares one small VM: use the ratios, not the absolute numbers. Other "
         "work on the machine during the run shows in the load average above. The speed of "
         "this VM's CPUs drifts (a Python loop took from 0.5 s to 2 s for 10M steps within one "

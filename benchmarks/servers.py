@@ -110,8 +110,10 @@ class Server:
             if self.spec.mode == "file":
                 command += ["--data-dir", str(self.data_dir)]
             return command
-        app = "streams.app:app" if self.spec.kind == "trio" else "benchmarks.rawapp:app"
+        if self.spec.kind == "trio":  # as the README starts it (bound from DS_SERVER__*)
+            return [*pin, sys.executable, "-m", "streams", "serve"]
         hypercorn = str(Path(sys.executable).parent / "hypercorn")
+        app = "benchmarks.rawapp:app"
         command = [*pin, hypercorn, app, "--worker-class", "trio", "--workers", "0", "--bind", bind]
         if self.hypercorn_config is not None:
             command += ["--config", str(self.hypercorn_config)]
@@ -120,6 +122,8 @@ class Server:
     def environment(self) -> dict[str, str]:
         environment = {**os.environ, **self.env}
         if self.spec.kind == "trio":
+            environment["DS_SERVER__HOST"] = "127.0.0.1"
+            environment["DS_SERVER__PORT"] = str(self.port)
             environment["DS_STORAGE__MODE"] = self.spec.mode
             environment["DS_STORAGE__DATA_DIR"] = str(self.data_dir)
         return environment

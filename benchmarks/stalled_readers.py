@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/stalled_readers.py [--readers 200] [--record-mib 8]
         [--mode sse|catch-up] [--content-type application/octet-stream] [--source DIR]
 
-Starts the server as the README does (hypercorn, trio worker, file-durable storage in a temp
-directory) on 127.0.0.1, writes one record of `--record-mib` MiB to a stream (for JSON, one
-array of small messages), restarts the server and opens the stream, notes the idle RSS, then
-opens `--readers` sockets that each send one read request and never read. Their
+Starts the server under hypercorn (trio worker, so that `--source` may be an older checkout;
+file-durable storage in a temp directory) on 127.0.0.1, writes one record of `--record-mib`
+MiB to a stream (for JSON, one array of small messages), restarts the server and opens the
+stream, notes the idle RSS, then opens `--readers` sockets that each send one read request and
+never read. Their
 receive buffers are set small, so the server cannot park the record in the kernel on their
 behalf and must hold whatever it holds itself. RSS is sampled until it stops growing (bounded
 by `--settle-secs`) and its peak is reported, with the increase per reader. The send timeout is

@@ -1,8 +1,10 @@
-"""The ASGI application: `hypercorn streams.app:app --worker-class trio --workers 0`.
+"""The ASGI application: `streams serve` (streams.serve), or
+`hypercorn streams.app:app --worker-class trio --config hypercorn.toml`.
 
 Requests go straight to the plain ASGI protocol handler, except health, readiness and
 metrics, which Quart serves (with a request id, and access-logged); Quart also runs the
-registry in its lifespan nursery.
+registry in its lifespan nursery. The settings are loaded (and checked) when this module is
+imported, so invalid ones stop hypercorn before it serves.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from actors.view_budget import ViewLimits
 from streams import access
-from streams.config import Settings
+from streams.config import Settings, settings_or_exit
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.metrics import Metrics
 from streams.resources import raise_fd_limit
@@ -42,6 +44,13 @@ class StreamsApp(QuartTrio):
     metrics: Metrics | None = None
     access_log = access.AccessLog(enabled=False)  # the settings' once started
     stopping = False  # set as shutdown begins: /readyz answers 503 from then on
+
+    def stop(self) -> None:
+        """Shutting down (SIGTERM under `streams serve`): /readyz answers 503, new protocol
+        requests get 503, long-polls answer 204 at once and SSE responses end."""
+        self.stopping = True
+        if self.protocol is not None:
+            self.protocol.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
@@ -104,7 +113,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
     @app.before_serving
     async def start() -> None:
         resolved = settings or Settings.from_env()
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(level=resolved.log_level.upper())
         if resolved.access_log:
             access.configure(resolved.log_format)
         app.access_log = access.AccessLog(resolved.access_log)
@@ -149,6 +158,8 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             protocol, registry, app.storage, resolved.metrics_token, resolved.disk_scan_interval
         )
         app.protocol = protocol
+        if app.stopping:  # stopped while starting
+            protocol.stop()
         logging.getLogger(__name__).info(
             "file descriptors: %d; at most %d requests in progress",
             descriptors,
@@ -186,4 +197,4 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
     return app
 
 
-app = create_app()
+app = create_app(settings_or_exit())  # invalid settings: one line on stderr, and exit

@@ -1,19 +1,57 @@
-"""Settings from the environment, named as in the Rust reference server (`DS_<SECTION>__<KEY>`)."""
+"""Settings, layered (later wins): built-in defaults, a TOML file (`--config PATH` or
+`DS_CONFIG`), then `DS_<SECTION>__<KEY>` environment variables, named as in the Rust
+reference server.
+
+`KEYS` is the one table of every setting: its environment name (whose lower case is its TOML
+section and key), its `Settings` field and how a value is read; the default is the field's own.
+Validation and the reference in docs/operations.md (checked by tests/test_config.py) both come
+from it, so adding a setting is a field and one line there. Anything wrong is a `ConfigError`
+naming the setting and where its value came from, found before the server binds a port.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import re
+import ssl
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NoReturn
 
 import attrs
+
+from streams.auth import authenticator
 
 StorageMode = Literal["file-durable", "file-fast", "memory"]
 MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory")
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+AuthMode = Literal["off", "jwt"]
+AUTH_MODES: tuple[AuthMode, ...] = ("off", "jwt")
+DEFAULT_APPEND_BYTES = 64 * 1024 * 1024
 DEFAULT_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
+DEFAULT_BASE_PATH = "/v1/stream"
+SECTIONS = (
+    "server",
+    "storage",
+    "limits",
+    "actors",
+    "state",
+    "auth",
+    "tls",
+    "log",
+    "http",
+    "metrics",
+)
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a service manager need not restart into it again
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and where its value came from."""
 
 
 @attrs.frozen
@@ -23,7 +61,7 @@ class Settings:
     long_poll_timeout: float = 20.0
     sse_reconnect_interval: float = 60.0
     send_timeout: float = 30.0
-    max_append_bytes: int = 64 * 1024 * 1024
+    max_append_bytes: int = DEFAULT_APPEND_BYTES
     read_chunk_bytes: int = 1024 * 1024
     read_piece_bytes: int = 64 * 1024
     tail_cache_bytes: int = 1024 * 1024
@@ -31,7 +69,7 @@ class Settings:
     actor_idle_timeout: float = 10.0
     max_resident_actors: int = 1000
     body_timeout: float = 30.0
-    max_buffered_body_bytes: int = DEFAULT_BUFFERED_BODY_BYTES
+    max_buffered_body_bytes: int = DEFAULT_BUFFERED_BODY_BYTES  # and >= max_append_bytes
     max_connections: int | None = None  # None: derived from the descriptor limit at start
     max_fork_depth: int = 100
     reader_wake_delay: float = 0.1  # the most an append's response holds its live readers
@@ -39,6 +77,21 @@ class Settings:
     max_view_bytes: int = 256 << 20
     max_resident_view_bytes: int = 1 << 30
     max_snapshot_entities: int = 10_000_000  # held by snapshots being sent, all together
+    host: str = "127.0.0.1"  # where `streams serve` listens
+    port: int = 4437
+    shutdown_grace: float = 10.0
+    cors_origins: tuple[str, ...] = ("*",)
+    stream_base_path: str = DEFAULT_BASE_PATH
+    max_stream_bytes: int | None = None  # None: unlimited
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    log_level: str = "info"
+    auth_mode: AuthMode = "off"  # docs/operations.md, Auth
+    auth_jwt_secret: str | None = attrs.field(default=None, repr=False)  # never printed
+    auth_jwks_path: Path | None = None
+    auth_audience: str | None = None
+    auth_issuer: str | None = None
+    auth_leeway: float = 30.0  # clock skew allowed for exp and nbf
     log_format: LogFormat = "text"  # the access log's lines (docs/operations.md, "Logs")
     access_log: bool = True
     metrics_token: str | None = attrs.field(default=None, repr=False)  # bearer for /metrics
@@ -46,66 +99,354 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        def number(key: str, default: float) -> float:
-            raw = environ.get(key)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{key} must be a number, got {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"{key} must be positive, got {raw!r}")
-            return value
+        """Defaults and the environment only (no file)."""
+        return _build(_from_env(environ))[0]
 
-        def flag(key: str, default: bool) -> bool:
-            raw = environ.get(key)
-            if raw is None:
-                return default
-            if raw.lower() in ("true", "1", "yes", "on"):
-                return True
-            if raw.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(f"{key} must be true or false, got {raw!r}")
+    @classmethod
+    def load(cls, environ: Mapping[str, str] = os.environ, path: Path | None = None) -> Settings:
+        """Defaults, then the TOML file at `path` (else `DS_CONFIG`'s, if set), then the
+        environment."""
+        return _load(environ, path)[0]
 
-        log_format = environ.get("DS_LOG__FORMAT", "text")
-        if log_format not in LOG_FORMATS:
-            raise ValueError(f"DS_LOG__FORMAT must be text or json, got {log_format!r}")
-        mode = environ.get("DS_STORAGE__MODE", "file-durable")
-        if mode not in MODES:
-            raise ValueError(f"DS_STORAGE__MODE must be one of {', '.join(MODES)}, got {mode!r}")
-        max_append = int(number("DS_LIMITS__MAX_APPEND_BYTES", 64 * 1024 * 1024))
-        default_buffered = max(DEFAULT_BUFFERED_BODY_BYTES, max_append)
-        buffered = int(number("DS_LIMITS__MAX_BUFFERED_BODY_BYTES", default_buffered))
-        if buffered < max_append:
-            raise ValueError(
-                "DS_LIMITS__MAX_BUFFERED_BODY_BYTES must be at least DS_LIMITS__MAX_APPEND_BYTES"
-                f" ({max_append}), got {buffered}"
-            )
-        return cls(
-            storage_mode=mode,
-            data_dir=Path(environ.get("DS_STORAGE__DATA_DIR", "./data")),
-            long_poll_timeout=number("DS_SERVER__LONG_POLL_TIMEOUT_SECS", 20.0),
-            sse_reconnect_interval=number("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", 60.0),
-            send_timeout=number("DS_SERVER__SEND_TIMEOUT_SECS", 30.0),
-            max_append_bytes=max_append,
-            read_chunk_bytes=int(number("DS_LIMITS__READ_CHUNK_BYTES", 1024 * 1024)),
-            read_piece_bytes=int(number("DS_LIMITS__READ_PIECE_BYTES", 64 * 1024)),
-            tail_cache_bytes=int(number("DS_LIMITS__TAIL_CACHE_BYTES", 1024 * 1024)),
-            max_name_bytes=int(number("DS_LIMITS__MAX_NAME_BYTES", 1024)),
-            actor_idle_timeout=number("DS_ACTORS__IDLE_TIMEOUT_SECS", 10.0),
-            max_resident_actors=int(number("DS_ACTORS__MAX_RESIDENT", 1000)),
-            body_timeout=number("DS_LIMITS__BODY_TIMEOUT_SECS", 30.0),
-            max_buffered_body_bytes=buffered,
-            max_connections=int(number("DS_SERVER__MAX_CONNECTIONS", 0)) or None,
-            max_fork_depth=int(number("DS_LIMITS__MAX_FORK_DEPTH", 100)),
-            reader_wake_delay=number("DS_SERVER__READER_WAKE_DELAY_SECS", 0.1),
-            max_view_entities=int(number("DS_STATE__MAX_VIEW_ENTITIES", 1_000_000)),
-            max_view_bytes=int(number("DS_STATE__MAX_VIEW_BYTES", 256 << 20)),
-            max_resident_view_bytes=int(number("DS_STATE__MAX_RESIDENT_VIEW_BYTES", 1 << 30)),
-            max_snapshot_entities=int(number("DS_STATE__MAX_SNAPSHOT_ENTITIES", 10_000_000)),
-            log_format=log_format,
-            access_log=flag("DS_LOG__ACCESS", True),
-            metrics_token=environ.get("DS_METRICS__TOKEN") or None,
-            disk_scan_interval=number("DS_METRICS__DISK_SCAN_INTERVAL_SECS", 60.0),
+
+# ---- reading values: text in (an environment value, or a TOML value as text) ------------------
+
+
+def seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, got {raw!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"must be positive, got {raw!r}")
+    return value
+
+
+def leeway(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number >= 0, got {raw!r}") from None
+    if not 0 <= value < math.inf:
+        raise ValueError(f"must be a number >= 0, got {raw!r}")
+    return value
+
+
+def count(raw: str) -> int:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {raw!r}") from None
+    if not (math.isfinite(value) and value.is_integer()):
+        raise ValueError(f"must be a whole number, got {raw!r}")
+    if value <= 0:
+        raise ValueError(f"must be positive, got {raw!r}")
+    return int(value)
+
+
+def port(raw: str) -> int:
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 0 < value < 65536:
+        raise ValueError(f"must be a port number (1-65535), got {raw!r}")
+    return value
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def optional(raw: str) -> str | None:
+    """Text, or unset when empty (`DS_METRICS__TOKEN=` leaves /metrics open)."""
+    return raw.strip() or None
+
+
+def boolean(raw: str) -> bool:
+    if raw.lower() in ("true", "1", "yes", "on"):
+        return True
+    if raw.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def path(raw: str) -> Path:
+    return Path(text(raw))
+
+
+def origins(raw: str) -> tuple[str, ...]:
+    """`*`, or a comma list of origins (`scheme://host[:port]`) browsers may read from."""
+    values = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+    if values == ("*",):
+        return values
+    for value in values:
+        if not re.fullmatch(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?", value):
+            raise ValueError(f"must be * or origins like https://app.example, got {value!r}")
+    if not values:
+        raise ValueError("must be * or a comma list of origins, got nothing")
+    return values
+
+
+def base_path(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+        raise ValueError(f"must be a path like /v1/stream, got {raw!r}")
+    return value
+
+
+@attrs.frozen
+class Key:
+    """One setting: `env` names it (`DS_SECTION__KEY`; TOML: `[section] key`), `field` is
+    its `Settings` attribute, `parse` reads a value; `shown` is the default as documented,
+    when it is not simply the field's."""
+
+    env: str
+    field: str
+    parse: Callable[[str], Any]
+    shown: str | None = None
+
+    @property
+    def toml(self) -> str:
+        section, _, key = self.env.removeprefix("DS_").partition("__")
+        return f"{section.lower()}.{key.lower()}"
+
+    @property
+    def section(self) -> str:
+        return self.toml.partition(".")[0]
+
+    @property
+    def default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        value = attrs.fields_dict(Settings)[self.field].default
+        if isinstance(value, tuple):
+            return ",".join(value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+KEYS: tuple[Key, ...] = (
+    Key("DS_SERVER__HOST", "host", text),
+    Key("DS_SERVER__PORT", "port", port),
+    Key("DS_SERVER__SHUTDOWN_GRACE_SECS", "shutdown_grace", seconds),
+    Key("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "long_poll_timeout", seconds),
+    Key("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "sse_reconnect_interval", seconds),
+    Key("DS_SERVER__SEND_TIMEOUT_SECS", "send_timeout", seconds),
+    Key("DS_SERVER__MAX_CONNECTIONS", "max_connections", count, "(descriptor limit - 64) / 2"),
+    Key("DS_SERVER__READER_WAKE_DELAY_SECS", "reader_wake_delay", seconds),
+    Key("DS_STORAGE__MODE", "storage_mode", one_of(*MODES)),
+    Key("DS_STORAGE__DATA_DIR", "data_dir", path, "./data"),
+    Key("DS_LIMITS__MAX_APPEND_BYTES", "max_append_bytes", count),
+    Key("DS_LIMITS__MAX_STREAM_BYTES", "max_stream_bytes", count, "unlimited"),
+    Key("DS_LIMITS__READ_CHUNK_BYTES", "read_chunk_bytes", count),
+    Key("DS_LIMITS__READ_PIECE_BYTES", "read_piece_bytes", count),
+    Key("DS_LIMITS__MAX_NAME_BYTES", "max_name_bytes", count),
+    Key("DS_LIMITS__TAIL_CACHE_BYTES", "tail_cache_bytes", count),
+    Key("DS_LIMITS__BODY_TIMEOUT_SECS", "body_timeout", seconds),
+    Key(
+        "DS_LIMITS__MAX_BUFFERED_BODY_BYTES",
+        "max_buffered_body_bytes",
+        count,
+        f"{DEFAULT_BUFFERED_BODY_BYTES} (and at least DS_LIMITS__MAX_APPEND_BYTES)",
+    ),
+    Key("DS_LIMITS__MAX_FORK_DEPTH", "max_fork_depth", count),
+    Key("DS_ACTORS__IDLE_TIMEOUT_SECS", "actor_idle_timeout", seconds),
+    Key("DS_ACTORS__MAX_RESIDENT", "max_resident_actors", count),
+    Key("DS_STATE__MAX_VIEW_ENTITIES", "max_view_entities", count),
+    Key("DS_STATE__MAX_VIEW_BYTES", "max_view_bytes", count),
+    Key("DS_STATE__MAX_RESIDENT_VIEW_BYTES", "max_resident_view_bytes", count),
+    Key("DS_STATE__MAX_SNAPSHOT_ENTITIES", "max_snapshot_entities", count),
+    Key("DS_HTTP__CORS_ORIGINS", "cors_origins", origins),
+    Key("DS_HTTP__STREAM_BASE_PATH", "stream_base_path", base_path),
+    Key("DS_TLS__CERT_PATH", "tls_cert_path", path, "unset (plain HTTP)"),
+    Key("DS_TLS__KEY_PATH", "tls_key_path", path, "unset (plain HTTP)"),
+    Key("DS_LOG__LEVEL", "log_level", one_of(*LOG_LEVELS)),
+    Key("DS_LOG__FORMAT", "log_format", one_of(*LOG_FORMATS)),
+    Key("DS_LOG__ACCESS", "access_log", boolean, "true"),
+    Key("DS_METRICS__TOKEN", "metrics_token", optional, "unset (/metrics open)"),
+    Key("DS_METRICS__DISK_SCAN_INTERVAL_SECS", "disk_scan_interval", seconds),
+    Key("DS_AUTH__MODE", "auth_mode", one_of(*AUTH_MODES)),
+    Key("DS_AUTH__JWT_SECRET", "auth_jwt_secret", text, "unset"),
+    Key("DS_AUTH__JWKS_PATH", "auth_jwks_path", path, "unset"),
+    Key("DS_AUTH__AUDIENCE", "auth_audience", text, "unset (not checked)"),
+    Key("DS_AUTH__ISSUER", "auth_issuer", text, "unset (not checked)"),
+    Key("DS_AUTH__LEEWAY_SECS", "auth_leeway", leeway),
+)
+BY_ENV = {key.env: key for key in KEYS}
+BY_TOML = {key.toml: key for key in KEYS}
+BY_FIELD = {key.field: key for key in KEYS}
+
+
+# ---- layering --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Given:
+    """A value as given (text), the name it was given under, and where."""
+
+    text: str
+    name: str
+    source: str  # "environment", "config /path/to.toml", "default"
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(f"{self.name} ({self.source}): {problem}")
+
+
+Layers = dict[str, Given]  # by Settings field
+
+
+def _from_env(environ: Mapping[str, str]) -> Layers:
+    given: Layers = {}
+    for name in sorted(environ):
+        section, separator, _ = name.removeprefix("DS_").partition("__")
+        if not name.startswith("DS_") or not separator or section.lower() not in SECTIONS:
+            continue
+        key = BY_ENV.get(name)
+        if key is None:
+            known = ", ".join(k.env for k in KEYS if k.section == section.lower()) or "none yet"
+            raise ConfigError(f"{name} (environment): unknown setting (known: {known})")
+        given[key.field] = Given(environ[name], name, "environment")
+    return given
+
+
+def _as_text(value: object, name: str, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    raise ConfigError(f"{name} ({where}): must be a string or a number")
+
+
+def _from_file(file: Path, origin: str) -> Layers:
+    where = f"config {file}"
+    try:
+        data = tomllib.loads(file.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{origin}: no such file {str(file)!r}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{origin}: cannot read {str(file)!r}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{where}: not valid TOML: {error}") from None
+    given: Layers = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section} ({where}): settings go in a section, e.g. [server]")
+        if section not in SECTIONS:
+            raise ConfigError(f"[{section}] ({where}): unknown section")
+        for name, value in table.items():
+            key = BY_TOML.get(f"{section}.{name}")
+            if key is None:
+                raise ConfigError(f"{section}.{name} ({where}): unknown setting")
+            given[key.field] = Given(_as_text(value, key.toml, where), key.toml, where)
+    return given
+
+
+def _build(given: Layers) -> tuple[Settings, Layers]:
+    values: dict[str, Any] = {}
+    for field, value in given.items():
+        try:
+            values[field] = BY_FIELD[field].parse(value.text)
+        except ValueError as error:
+            raise value.error(str(error)) from None
+    append = values.get("max_append_bytes", DEFAULT_APPEND_BYTES)
+    buffered = values.setdefault(
+        "max_buffered_body_bytes", max(DEFAULT_BUFFERED_BODY_BYTES, append)
+    )
+    if buffered < append:
+        raise given["max_buffered_body_bytes"].error(
+            f"must be at least DS_LIMITS__MAX_APPEND_BYTES ({append}), got {buffered}"
         )
+    cert, key = given.get("tls_cert_path"), given.get("tls_key_path")
+    if cert is None and key is not None:
+        raise key.error("needs DS_TLS__CERT_PATH (tls.cert_path) too")
+    if key is None and cert is not None:
+        raise cert.error("needs DS_TLS__KEY_PATH (tls.key_path) too")
+    settings = Settings(**values)
+    try:
+        authenticator(settings)  # a missing key or a bad JWKS file, named, at start
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return settings, given
+
+
+def _load(environ: Mapping[str, str], file: Path | None) -> tuple[Settings, Layers]:
+    given: Layers = {}
+    if file is not None:
+        given.update(_from_file(file, "--config (command line)"))
+    elif environ.get("DS_CONFIG"):
+        given.update(_from_file(Path(environ["DS_CONFIG"]), "DS_CONFIG (environment)"))
+    given.update(_from_env(environ))
+    return _build(given)
+
+
+# ---- at start: what the settings point at, checked before any port is bound --------------------
+
+
+def origin(given: Layers, field: str) -> Given:
+    return given.get(field) or Given("", BY_FIELD[field].env, "default")
+
+
+def _check_data_dir(data_dir: Path, given: Given) -> None:
+    """A data directory must exist or be creatable. One that refuses writes is served for
+    reads (docs/durability.md), so writability itself is not required."""
+    if data_dir.exists():
+        if not data_dir.is_dir():
+            raise given.error(f"{str(data_dir)!r} is not a directory")
+        return
+    parent = data_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise given.error(f"cannot create {str(data_dir)!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise given.error(f"cannot create {str(data_dir)!r}: {str(parent)!r} is not writable")
+
+
+def _check_tls(settings: Settings, given: Layers) -> None:
+    if settings.tls_cert_path is None or settings.tls_key_path is None:
+        return
+    for field in ("tls_cert_path", "tls_key_path"):
+        file: Path = getattr(settings, field)
+        if not file.is_file():
+            raise origin(given, field).error(f"no such file {str(file)!r}")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert_path, settings.tls_key_path)
+    except (ssl.SSLError, OSError) as error:
+        raise origin(given, "tls_cert_path").error(
+            f"cannot load the certificate with DS_TLS__KEY_PATH's key: {error}"
+        ) from None
+
+
+def load_checked(environ: Mapping[str, str] = os.environ, file: Path | None = None) -> Settings:
+    """`Settings.load`, and the data directory and TLS files it names checked."""
+    settings, given = _load(environ, file)
+    if settings.storage_mode != "memory":
+        _check_data_dir(settings.data_dir, origin(given, "data_dir"))
+    _check_tls(settings, given)
+    return settings
+
+
+def exit_invalid(error: ConfigError) -> NoReturn:
+    """One line on stderr, and the exit status a service manager reads as bad configuration."""
+    message = " ".join(str(error).split("\n"))
+    print(f"streams: invalid configuration: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def settings_or_exit(environ: Mapping[str, str] = os.environ, file: Path | None = None) -> Settings:
+    """The settings to serve with, or, when anything is wrong, `exit_invalid`."""
+    try:
+        return load_checked(environ, file)
+    except ConfigError as error:
+        exit_invalid(error)

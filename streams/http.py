@@ -15,6 +15,7 @@ import trio
 from actors.faults import Throttle
 from actors.service import Streams
 from streams.access import AccessLog
+from streams.auth import authenticator
 from streams.config import Settings
 from streams.metrics import HTTPMetrics
 from streams.protocol import names, responses
@@ -25,6 +26,7 @@ from streams.reads import Reads
 from streams.request import Receive, Request, Scope, Send, respond, respond_error
 from streams.resources import BodyBudget, busy, default_max_connections, fd_limit
 from streams.sending import ClientGone, Sender, SendWatch
+from streams.shutdown import Shutdown, stopping
 
 __all__ = ["Receive", "Scope", "Send", "StreamsHTTP"]
 
@@ -47,17 +49,28 @@ class StreamsHTTP:
         self.max_requests = settings.max_connections or default_max_connections(fd_limit())
         self.active = 0  # requests being served now
         self._refusals = Throttle()
-        self.reads = Reads(streams, settings)
+        self.prefixes = names.prefixes(settings.stream_base_path)
+        self.shutdown = Shutdown()  # `stop()`: refuse new requests, end live reads
+        self.reads = Reads(streams, settings, self.shutdown)
         self.sends = SendWatch(settings.send_timeout)  # its `run` must be running
         self.metrics = HTTPMetrics()
         self.access = AccessLog(settings.access_log)
+        self.auth = authenticator(settings)  # None: auth off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
-        request = Request(scope, receive, self.budget, self.settings.body_timeout)
+        settings = self.settings
+        request = Request(
+            scope,
+            receive,
+            self.budget,
+            settings.body_timeout,
+            settings.cors_origins,
+            self.shutdown,
+        )
         sender = self.sends.sender(send, scope)
         try:
-            if self.active >= self.max_requests:
+            if self.active >= self.max_requests or self.shutdown.stopping:
                 await self._refuse(request, sender)
                 return
             self.active += 1
@@ -94,8 +107,18 @@ class StreamsHTTP:
         self.metrics.errors[error.code or "INTERNAL", error.status] += 1
         await respond_error(request, send, error)
 
+    def stop(self) -> None:
+        """The server is shutting down: new requests get 503, long-polls answer 204 at once
+        and SSE responses end (`streams.shutdown`)."""
+        self.shutdown.stop()
+
     async def _refuse(self, request: Request, send: Sender) -> None:
-        """Over the request cap: 503 at once, and the connection closes to free its socket."""
+        """Over the request cap, or shutting down: 503 at once, and the connection closes to
+        free its socket."""
+        if self.shutdown.stopping:
+            request.abandoned = True
+            await self._respond_error(request, send, stopping())
+            return
         refused = self._refusals.note()
         if refused is not None:
             logger.warning(
@@ -111,8 +134,10 @@ class StreamsHTTP:
     async def _route(self, request: Request, send: Sender) -> None:
         scope = request.scope
         path = names.request_path(scope.get("raw_path"), scope["path"])
-        name = names.from_path(path, self.settings.max_name_bytes)
+        name = names.from_path(path, self.settings.max_name_bytes, self.prefixes)
         method = request.method
+        if self.auth is not None:
+            self.auth.admit(request, name)  # 401/403 before any body is read
         if method == "OPTIONS":
             await respond(request, send, responses.preflight())
         elif method == "GET":
@@ -141,9 +166,10 @@ class StreamsHTTP:
             self.metrics.live[live] -= 1
 
     async def _put(self, request: Request, name: str) -> Reply:
-        create = parse_create(request.headers, self.settings.max_name_bytes)
+        create = parse_create(request.headers, self.settings.max_name_bytes, self.prefixes)
         body = await request.body(self.settings.max_append_bytes)
-        reply = await self.streams.create(name, create.request(body), create.fork)
+        asked = create.request(body, self.settings.max_stream_bytes)
+        reply = await self.streams.create(name, asked, create.fork)
         return responses.created(reply, request.url())
 
     async def _post(self, request: Request, name: str, send: Sender) -> None:
@@ -152,7 +178,8 @@ class StreamsHTTP:
         body = await request.body(self.settings.max_append_bytes)
         receipt = self.streams.receipt()
         try:
-            reply = await self.streams.append(name, append.request(body), receipt)
+            asked = append.request(body, self.settings.max_stream_bytes)
+            reply = await self.streams.append(name, asked, receipt)
             await respond(request, send, reply)
         finally:
             if receipt is not None:

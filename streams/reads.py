@@ -27,6 +27,7 @@ from streams.protocol.offsets import Sentinel
 from streams.protocol.requests import ReadQuery
 from streams.request import Request, header_list, respond
 from streams.sending import ClientGone, Sender
+from streams.shutdown import Shutdown
 from streams.state_reads import StateReads
 
 
@@ -50,9 +51,12 @@ def jitter() -> int:
 class Reads:
     """Answers GET requests of one server's settings."""
 
-    def __init__(self, streams: Streams, settings: Settings) -> None:
+    def __init__(
+        self, streams: Streams, settings: Settings, shutdown: Shutdown | None = None
+    ) -> None:
         self.streams = streams
         self.settings = settings
+        self.shutdown = shutdown or Shutdown()  # ends live reads at once when the server stops
         self.piece = settings.read_piece_bytes
         # SSE reads half pieces, a multiple of 3 bytes: base64 grows them by a third, and each
         # encodes on its own. (200 stalled binary SSE readers: 32 MB, 46 MB with 3/4 pieces.)
@@ -113,12 +117,16 @@ class Reads:
 
     async def _wait(self, follower: Follower) -> Batch | None:
         """The next batch (data, or the end of a closed stream) within the long-poll
-        timeout; None if none came. A stream deleted meanwhile is answered as such."""
-        with trio.move_on_after(self.settings.long_poll_timeout):
+        timeout (or before the server stops); None if none came. A stream deleted meanwhile is
+        answered as such."""
+        with trio.move_on_after(self.settings.long_poll_timeout) as wait:
+            self.shutdown.hold(wait)
             try:
                 return await anext(follower)
             except StopAsyncIteration:
                 raise follower.gone or not_found() from None
+            finally:
+                self.shutdown.release(wait)
         return None
 
     async def sse(
@@ -148,33 +156,41 @@ class Reads:
         async def emit(chunk: bytes) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        async def stream_events(cancel: trio.CancelScope) -> None:
+        async def send_events(events: trio.CancelScope) -> None:
             nonlocal batch, in_event
-            with trio.move_on_after(self.settings.sse_reconnect_interval):
-                if prelude is not None:
+            if prelude is not None:
+                in_event = True
+                await prelude(emit)
+                in_event = False
+            while batch is not None:
+                now = time.time()
+                control = responses.sse_control(view(batch), query.cursor, now, jitter())
+                closed = batch.closed
+                if batch.complete:  # the common case: the whole event in one send
+                    event = control
+                    if batch.data:
+                        payload = as_array(batch.data) if json else batch.data
+                        event = sse.data_event(payload, base64_encoded=as_base64) + control
+                    batch = None
+                    await emit(event)
+                else:
+                    body = ReadBody(self.streams, name, batch, json=json)
+                    batch = None  # the body holds the piece
                     in_event = True
-                    await prelude(emit)
+                    await body.send_sse(self.sse_piece, as_base64, control, emit)
                     in_event = False
-                while batch is not None:
-                    now = time.time()
-                    control = responses.sse_control(view(batch), query.cursor, now, jitter())
-                    closed = batch.closed
-                    if batch.complete:  # the common case: the whole event in one send
-                        event = control
-                        if batch.data:
-                            payload = as_array(batch.data) if json else batch.data
-                            event = sse.data_event(payload, base64_encoded=as_base64) + control
-                        batch = None
-                        await emit(event)
-                    else:
-                        body = ReadBody(self.streams, name, batch, json=json)
-                        batch = None  # the body holds the piece
-                        in_event = True
-                        await body.send_sse(self.sse_piece, as_base64, control, emit)
-                        in_event = False
-                    if closed:
-                        break
+                if closed or self.shutdown.stopping:
+                    break
+                self.shutdown.hold(events)  # a stop ends the wait, never an event half sent
+                try:
                     batch = await anext(follower, None)  # None: the stream was deleted
+                finally:
+                    self.shutdown.release(events)
+
+        async def stream_events(cancel: trio.CancelScope) -> None:
+            # The response ends at the reconnect interval, or as soon as the server stops.
+            with trio.move_on_after(self.settings.sse_reconnect_interval) as events:
+                await send_events(events)
             cancel.cancel()
 
         async def keep_warm() -> None:

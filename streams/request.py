@@ -16,6 +16,7 @@ from streams.protocol.machine import Reply
 from streams.protocol.requests import parse_query, too_large
 from streams.resources import BodyBudget
 from streams.sending import ClientGone, Sender
+from streams.shutdown import Shutdown
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -38,6 +39,8 @@ class Request:
         receive: Receive,
         budget: BodyBudget | None = None,
         body_timeout: float = math.inf,
+        cors_origins: tuple[str, ...] = ("*",),
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.scope = scope
         self.receive = receive
@@ -47,6 +50,9 @@ class Request:
         self.budget = budget
         self.body_timeout = body_timeout
         self.held = 0  # bytes of `budget` this request holds
+        self.private = False  # auth is on: its responses are not for shared caches
+        self.cors_origins = cors_origins
+        self.shutdown = shutdown
         self.headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             key = raw_name.decode("latin-1").lower()
@@ -57,8 +63,13 @@ class Request:
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         """The headers every response carries: security, CORS for browsers, the request id."""
-        headers = responses.common_headers("origin" in self.headers)
+        headers = responses.common_headers(self.headers.get("origin"), self.cors_origins)
         return [*headers, (REQUEST_ID_HEADER, self.id.encode())]
+
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down: the connection carries no further request."""
+        return self.shutdown is not None and self.shutdown.stopping
 
     def query(self) -> dict[str, list[str]]:
         return parse_query(self.scope.get("query_string", b""))
@@ -167,8 +178,10 @@ async def respond(
 ) -> None:
     """Send `reply`, or with `body` a read's status and headers and then its body, a piece
     (of `piece` bytes) at a time."""
+    if request.private:
+        reply = responses.private(reply)
     headers = request.response_headers() + header_list(reply.headers)
-    if not await request.finish():
+    if not await request.finish() or request.closing:
         headers.append((b"connection", b"close"))
     if body is not None:
         headers.append((b"content-length", str(body.length).encode()))

@@ -21,6 +21,7 @@ class Response:
     status: int = 0
     headers: dict[str, str] = attrs.field(factory=dict)
     body: bytes = b""
+    complete: bool = False  # the last body event was sent (more_body false)
 
     def problem(self) -> dict[str, Any]:
         assert self.headers["content-type"] == "application/problem+json"
@@ -60,6 +61,7 @@ class Exchange:
         else:
             self.response.body += event.get("body", b"")
             if not event.get("more_body", False):
+                self.response.complete = True
                 self.done.set()
 
     async def serve(self, app: Handler) -> None:

@@ -1,4 +1,5 @@
-"""Runs the real server under hypercorn in a subprocess, on a free loopback port."""
+"""Runs the real server in a subprocess, on a free loopback port: under hypercorn's command,
+or as `streams serve` (the README's first command)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +24,15 @@ def hypercorn_command(port: int, *options: str) -> list[str]:
     ]  # fmt: skip
 
 
+def serve_command(*options: str) -> list[str]:
+    """`streams serve` (bound from DS_SERVER__HOST and DS_SERVER__PORT)."""
+    return [sys.executable, "-m", "streams", "serve", *options]
+
+
+def serve_env(port: int) -> dict[str, str]:
+    return {"DS_SERVER__HOST": "127.0.0.1", "DS_SERVER__PORT": str(port)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -34,27 +45,31 @@ def running_server(
     env: Mapping[str, str] = {},
     port: int | None = None,
     wrapper: Sequence[str] = (),
+    serve: bool = False,
     ready: str = "/readyz",
 ) -> Iterator[str]:
     """Yields the base URL once `ready` (/readyz) answers 200; stops the server on exit.
-    `wrapper` is a command the server runs under (e.g. `setpriv` with fewer capabilities)."""
+    `wrapper` is a command the server runs under (e.g. `setpriv` with fewer capabilities);
+    `serve` runs `streams serve` instead of hypercorn's command."""
     port = port or free_port()
     environment = {
         **os.environ,
         "DS_STORAGE__DATA_DIR": str(data_dir),
+        **(serve_env(port) if serve else {}),
         **env,
     }
+    command = serve_command() if serve else hypercorn_command(port)
     log_path = data_dir.parent / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [*wrapper, *hypercorn_command(port)],
+            [*wrapper, *command],
             env=environment,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base_url, process, log_path, ready)
+            wait_ready(base_url, process, log_path, ready=ready)
             yield base_url
         finally:
             process.send_signal(signal.SIGTERM)
@@ -66,14 +81,19 @@ def running_server(
 
 
 def wait_ready(
-    base_url: str, process: subprocess.Popen[bytes], log_path: Path, ready: str = "/readyz"
+    base_url: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    context: ssl.SSLContext | None = None,
+    ready: str = "/readyz",
 ) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{base_url}{ready}", timeout=1) as response:
+            url = f"{base_url}{ready}"
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -1,4 +1,5 @@
-"""The official conformance suite, run against the real server in each storage mode."""
+"""The official conformance suite, run against the real server in each storage mode, started
+as the README starts it (`streams serve`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ pytestmark = vitest.installed(SUITE)
 def test_conformance_suite(mode: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     env = {"DS_STORAGE__MODE": mode, **FAST_LONG_POLL}
-    with running_server(tmp_path / "data", env) as base_url:
+    with running_server(tmp_path / "data", env, serve=True) as base_url:
         ran = vitest.run(SUITE, {"CONFORMANCE_TEST_URL": base_url}, report, timeout=600)
     results = ran.results
     print(

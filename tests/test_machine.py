@@ -19,6 +19,7 @@ from streams.protocol.machine import (
     CreateRequest,
     Reply,
     StreamState,
+    check_stream_size,
     encode_body,
 )
 from streams.protocol.records import AppendRecord, CreateRecord, SoftDeleteRecord, StreamConfig
@@ -539,6 +540,36 @@ def test_a_json_producer_append_is_200() -> None:
     assert commit(state, by("p", 0, 0, b"[1,2]", content_type=JSON)).status == 200
 
 
+def test_a_restoring_append_sets_the_producer_table_as_given() -> None:
+    """`streams import`: the exported table comes back one empty record per producer (no
+    sequence from 0), then the stream dedupes and fences as the exported one did."""
+    state = make_state()
+    commit(state, body(b"data"))
+    restored = AppendRequest(None, b"", producer=Producer("p", 3, 41), restore=True)
+    assert commit(state, restored).status == 204
+    commit(state, AppendRequest(None, b"", producer=Producer("q", 0, 7), restore=True))
+    last = AppendRequest(None, b"", True, Producer("q", 0, 8), "seq-9", restore=True)
+    commit(state, last)
+    assert state.producers == {"p": (3, 41), "q": (0, 8)}
+    assert (state.tail, state.records, state.stream_seq) == (4, 1, "seq-9")
+    assert (state.closed, state.closed_by) == (True, Producer("q", 0, 8))
+    duplicate = state.plan_append(by("q", 0, 8, b""), NOW)
+    assert isinstance(duplicate, Reply) and duplicate.status == 204  # the closer's retry
+    other = make_state()
+    commit(other, AppendRequest(None, b"", producer=Producer("p", 3, 41), restore=True))
+    assert state_of(other.plan_append(by("p", 3, 41), NOW)) == 204  # a retried last append
+    rejects(lambda: other.plan_append(by("p", 2, 0), NOW), 403, "STALE_EPOCH")
+    rejects(lambda: other.plan_append(by("p", 3, 43), NOW), 409, "SEQUENCE_GAP")
+    assert commit(other, by("p", 3, 42)).status == 200
+    # without `restore`, the same stamp is a gap
+    rejects(lambda: make_state().plan_append(by("p", 3, 41), NOW), 409, "SEQUENCE_GAP")
+
+
+def state_of(planned: AppendRecord | Reply) -> int:
+    assert isinstance(planned, Reply), planned
+    return planned.status
+
+
 def test_content_type_is_checked_before_producer_state() -> None:
     state = make_state()
     commit(state, by("p", 0, 0))
@@ -1043,3 +1074,38 @@ def test_delete_action_keeps_what_forks_read() -> None:
     state.apply(SoftDeleteRecord(NOW), 1)
     assert state.delete_action(referenced=True) == "keep"
     assert state.delete_action(referenced=False) == "remove"
+
+
+# ---- the size limit of one stream (DS_LIMITS__MAX_STREAM_BYTES) ------------------------------
+
+
+def test_an_append_past_the_stream_limit_is_413_and_changes_nothing() -> None:
+    state = make_state(data=b"1234")
+    assert outcome(state, AppendRequest(OCTET, b"56", max_stream_bytes=6)) == 204
+    before = (state.tail, state.records, dict(state.producers))
+    producer = Producer("p", 0, 0)
+    request = AppendRequest(OCTET, b"7", producer=producer, close=True, max_stream_bytes=6)
+    error = rejects(lambda: state.plan_append(request, NOW), 413, "STREAM_TOO_LARGE")
+    assert "limit of 6" in error.detail
+    assert (state.tail, state.records, dict(state.producers)) == before
+    assert not state.closed
+    assert outcome(state, AppendRequest(None, b"", close=True, max_stream_bytes=6)) == 204
+
+
+def test_json_appends_count_their_stored_bytes() -> None:
+    state = make_state(JSON)
+    assert outcome(state, AppendRequest(JSON, b"[1, 2]", max_stream_bytes=4)) == 204  # "1,2,"
+    rejects(lambda: state.plan_append(AppendRequest(JSON, b"3", max_stream_bytes=4), NOW), 413)
+
+
+def test_a_fork_holds_only_its_own_data() -> None:
+    fork = make_state(fork_source="src", fork_offset=100, data=b"ab")
+    assert fork.held == 2
+    assert outcome(fork, AppendRequest(OCTET, b"cd", max_stream_bytes=4)) == 204
+    rejects(lambda: fork.plan_append(AppendRequest(OCTET, b"e", max_stream_bytes=4), NOW), 413)
+
+
+def test_no_limit_by_default() -> None:
+    state = make_state()
+    assert outcome(state, AppendRequest(OCTET, b"x" * 10_000)) == 204
+    check_stream_size(10**12, 10**12, None)

@@ -149,3 +149,26 @@ def test_fork_sources_follow_the_path_rules(header: str, name: str) -> None:
 )
 def test_bad_fork_sources(header: str, expected: int) -> None:
     assert status(names.from_fork_header, header, LIMIT) == expected
+
+
+# ---- the base path (DS_HTTP__STREAM_BASE_PATH) ---------------------------------------------
+
+
+def test_the_default_base_path_also_has_the_plural_prefix() -> None:
+    assert names.prefixes("/v1/stream") == (b"/v1/stream/", b"/v1/streams/")
+    assert names.prefixes("/api/s") == (b"/api/s/",)
+    under = names.prefixes("/v1/stream")
+    assert names.from_path(b"/v1/streams/a/b", LIMIT, under) == "a/b"
+    assert names.from_path(b"/v1/stream/s", LIMIT, under) == "s"  # not "/s" of the plural
+    assert names.from_fork_header("/v1/streams/a%2Fb", LIMIT, under) == "a/b"
+    assert status(names.from_path, b"/v1/streams/a", LIMIT) == 404  # only when asked
+
+
+def test_a_configured_base_path_replaces_the_default() -> None:
+    under = names.prefixes("/api/s")
+    assert names.from_path(b"/api/s/x", LIMIT, under) == "x"
+    assert status(names.from_path, b"/v1/stream/x", LIMIT, under) == 404
+    assert status(names.from_path, b"/api/sx", LIMIT, under) == 404
+    assert status(names.from_path, b"/api/s/__ds/x", LIMIT, under) == 404
+    assert names.from_fork_header("/api/s/x", LIMIT, under) == "x"
+    assert names.from_fork_header("x", LIMIT, under) == "x"

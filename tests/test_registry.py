@@ -226,6 +226,31 @@ async def test_concurrent_appends_share_commits() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_an_import_s_records_are_committed_at_once_in_order() -> None:
+    """`Streams.restore`: one commit for the batch, a reply per record, the first refusal
+    raised (the records before it are in)."""
+    storage = FlakyStorage()
+    async with trio.open_nursery() as nursery:
+        registry = await started(storage, nursery)  # type: ignore[arg-type]
+        streams = Streams(registry)
+        await create(streams, "s")
+        storage.commits = 0
+        records = [AppendRequest(TEXT, b"%02d" % i, restore=True) for i in range(50)]
+        replies = await streams.restore("s", records)
+        assert storage.commits == 1
+        assert [r.headers["Stream-Next-Offset"][-3:] for r in replies] == [
+            f"{2 * i + 2:03}" for i in range(50)
+        ]
+        data = (await streams.read("s", Sentinel.START, 1 << 20)).data
+        assert data == b"".join(b"%02d" % i for i in range(50))
+        refused = [AppendRequest(TEXT, b"ok", restore=True), AppendRequest("x/y", b"no")]
+        with pytest.raises(ProtocolError) as raised:
+            await streams.restore("s", refused)
+        assert raised.value.code == "CONTENT_TYPE"
+        assert (await streams.head("s")).headers["Stream-Next-Offset"][-3:] == "102"
+        nursery.cancel_scope.cancel()
+
+
 async def test_expired_streams_go_without_being_touched(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

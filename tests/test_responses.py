@@ -158,7 +158,22 @@ def test_head_is_never_cached_and_location_is_as_addressed() -> None:
 
 
 def test_cors_headers_only_for_browsers() -> None:
-    assert responses.common_headers(False) == responses.SECURITY_HEADERS
-    with_cors = responses.common_headers(True)
+    assert responses.common_headers(None) == responses.SECURITY_HEADERS
+    with_cors = responses.common_headers("https://app.test")
     assert (b"access-control-allow-origin", b"*") in with_cors
     assert responses.preflight() == Reply(204, responses.PREFLIGHT)
+
+
+def test_cors_headers_only_for_allowed_origins() -> None:
+    """DS_HTTP__CORS_ORIGINS: a listed origin is echoed, any other gets no CORS headers, and
+    every response varies by Origin (a cache must not give one origin's to another)."""
+    allowed = ("https://app.test", "http://localhost:3000")
+    listed = dict(responses.common_headers("https://APP.test", allowed))
+    assert listed[b"access-control-allow-origin"] == b"https://APP.test"
+    assert b"Stream-Next-Offset" in listed[b"access-control-expose-headers"]
+    assert listed[b"vary"] == b"Origin"
+    for origin in ("https://evil.test", "https://app.test.evil", None):
+        other = dict(responses.common_headers(origin, allowed))
+        assert b"access-control-allow-origin" not in other
+        assert other[b"vary"] == b"Origin"
+        assert other[b"x-content-type-options"] == b"nosniff"

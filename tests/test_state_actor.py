@@ -344,6 +344,24 @@ async def test_forks_hold_off_compaction_and_none_starts_below_it() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_an_import_s_appends_leave_compaction_to_a_later_append() -> None:
+    """`streams import` forks a stream after all of its records are in: compacting meanwhile
+    would take the history the forks start in."""
+    async with trio.open_nursery() as nursery:
+        registry = await started(MemoryStorage(), nursery)
+        streams = Streams(registry)
+        await create(streams, "c", state_compaction=1000)
+        for r in range(20):
+            await append(streams, "c", *(change(f"k{i}", r) for i in range(4)), restore=True)
+        assert (await registry.call("c", m.Describe())).base == 0
+        await streams.create("f", CreateRequest(StreamConfig("")), Fork("c", 0))
+        await streams.delete("f")
+        for r in range(8):  # prepared, then the asked size later the log switches
+            await append(streams, "c", *(change(f"k{i}", r) for i in range(4)))
+        assert (await registry.call("c", m.Describe())).base > 0
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_reader_less_than_the_asked_size_behind_is_never_compacted_away() -> None:
     async with trio.open_nursery() as nursery:
         registry = await started(MemoryStorage(), nursery)

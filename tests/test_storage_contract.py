@@ -23,6 +23,7 @@ from streams.protocol.extents import Slice
 from streams.protocol.headers import Producer
 from streams.protocol.records import (
     AppendRecord,
+    BaseRecord,
     CreateRecord,
     Record,
     SoftDeleteRecord,
@@ -481,3 +482,19 @@ async def test_fork_sources_lists_stored_streams_that_had_forks(backend: Backend
         assert await storage.links("missing") == {}
     else:
         assert found == []
+
+
+async def test_names_lists_every_stored_stream(backend: Backend) -> None:
+    storage = backend.storage
+    kept = ["s", "a/b", "ünïcødé ✓", "x" * 2000]
+    for name in kept:
+        await stored(backend, [[create(name)], *BATCHES[1:]], name)
+    base = BaseRecord(create("compacted"), 100, 2.0, data=b"view")
+    await stored(backend, [[base], [AppendRecord(3.0, b"after the base")]], "compacted")
+    await stored(backend, [[create("gone")]], "gone")
+    await storage.remove("gone")
+    log = await storage.create("never")  # created, nothing committed: no stream
+    log.stage(*records.encode(create("never")))
+    log.close()
+    # a restart finds them alike (memory: the same object, which holds them)
+    assert sorted(await backend.restart().names()) == sorted([*kept, "compacted"])

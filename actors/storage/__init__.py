@@ -93,6 +93,11 @@ class Storage(Protocol):
     async def fork_sources(self) -> list[str]:
         """Streams that have, or had, forks recorded against them."""
 
+    async def names(self) -> list[str]:
+        """Every stored stream (its log holds a committed first record), in no order: what
+        the offline commands (`streams ls`, `streams export`) enumerate, asking each one's
+        actor for the rest."""
+
     def close(self) -> None: ...
 
 

@@ -133,5 +133,8 @@ class MemoryStorage:
     def count_logs(self) -> int:
         return len(self._logs)
 
+    async def names(self) -> list[str]:
+        return [name for name, log in self._logs.items() if log]  # b"": created, not committed
+
     def close(self) -> None:
         pass

@@ -73,6 +73,11 @@ class AppendRequest:
     producer: Producer | None = None
     stream_seq: str | None = None
     flattened: bytes | None = None  # a JSON body's stored form, made off the event loop
+    # An import re-creating an exported stream (`streams import`), never HTTP: the producer
+    # stamp is the stream's last for that producer, set as given (a table restored, one
+    # entry per record, not a sequence checked), and compaction waits for a later append.
+    restore: bool = False
+    max_stream_bytes: int | None = None  # what the stream may hold after it (None: no limit)
 
 
 @attrs.frozen
@@ -83,6 +88,20 @@ class CreateRequest:
     fork_offset: int | None = None  # as requested; resolved into config.fork_offset
     fork_sub_offset: int = 0
     flattened: bytes | None = None
+    max_stream_bytes: int | None = None  # what the stream may hold (None: no limit)
+
+
+def check_stream_size(held: int, adding: int, limit: int | None) -> None:
+    """An append that would take a stream past `limit` bytes (`DS_LIMITS__MAX_STREAM_BYTES`)
+    is refused whole."""
+    if limit is not None and held + adding > limit:
+        raise ProtocolError(
+            413,
+            "Payload Too Large",
+            f"the stream would hold {held + adding} bytes, more than its limit of {limit}"
+            f" ({held} held)",
+            code="STREAM_TOO_LARGE",
+        )
 
 
 def encode_body(
@@ -198,6 +217,12 @@ class StreamState:
             self.tail += length
 
     @property
+    def held(self) -> int:
+        """The bytes of data the stream's log holds: its own appends since its creation or
+        its last compaction (a fork's inherited data is its source's)."""
+        return self.tail - max(self.base, self.config.fork_offset)
+
+    @property
     def records(self) -> int:
         """How many records hold data."""
         return len(self.extents)
@@ -292,7 +317,7 @@ class StreamState:
                 raise bad_request("Content-Type is required with a body")
             if media_type(request.content_type) != media_type(self.config.content_type):
                 raise conflict("Content-Type does not match the stream's", code="CONTENT_TYPE")
-        if producer is not None:
+        if producer is not None and not request.restore:
             duplicate = self._check_producer(producer)
             if duplicate is not None:
                 return duplicate
@@ -305,6 +330,7 @@ class StreamState:
         data = encode_body(
             self.config.content_type, request.body, creating=False, flattened=request.flattened
         )
+        check_stream_size(self.held, len(data), request.max_stream_bytes)
         return AppendRecord(now, data, producer, request.stream_seq, request.close)
 
     def _check_producer(self, producer: Producer) -> Reply | None:

@@ -50,13 +50,15 @@ class Fork:
     sub_offset: int = 0
 
 
-def parse_fork(headers: Mapping[str, str], max_name_bytes: int) -> Fork | None:
+def parse_fork(
+    headers: Mapping[str, str], max_name_bytes: int, under: names.Prefixes = names.DEFAULT
+) -> Fork | None:
     source = headers.get("stream-forked-from")
     if source is None:
         if "stream-fork-offset" in headers or "stream-fork-sub-offset" in headers:
             raise bad_request("fork headers need Stream-Forked-From")
         return None
-    source_name = names.from_fork_header(source, max_name_bytes)
+    source_name = names.from_fork_header(source, max_name_bytes, under)
     offset = headers.get("stream-fork-offset")
     sub = headers.get("stream-fork-sub-offset")
     return Fork(
@@ -74,18 +76,21 @@ class CreateHeaders:
     closed: bool
     fork: Fork | None
 
-    def request(self, body: bytes) -> CreateRequest:
-        return CreateRequest(self.config, self.closed, body)
+    def request(self, body: bytes, max_stream_bytes: int | None = None) -> CreateRequest:
+        return CreateRequest(self.config, self.closed, body, max_stream_bytes=max_stream_bytes)
 
 
-def parse_create(headers: Mapping[str, str], max_name_bytes: int) -> CreateHeaders:
-    """A PUT's headers. A fork's content type and TTL may be left out: it inherits them."""
+def parse_create(
+    headers: Mapping[str, str], max_name_bytes: int, under: names.Prefixes = names.DEFAULT
+) -> CreateHeaders:
+    """A PUT's headers. A fork's content type and TTL may be left out: it inherits them; its
+    source is named by a path under the prefixes streams live `under`."""
     ttl = parse_ttl(headers["stream-ttl"]) if "stream-ttl" in headers else None
     expires = headers.get("stream-expires-at")
     expires_at = parse_expires_at(expires) if expires is not None else None
     if ttl is not None and expires_at is not None:
         raise bad_request("use Stream-TTL or Stream-Expires-At, not both")
-    fork = parse_fork(headers, max_name_bytes)
+    fork = parse_fork(headers, max_name_bytes, under)
     content_type = headers.get("content-type")
     if content_type is not None and not valid_content_type(content_type):
         raise bad_request(f"invalid Content-Type {content_type!r}")
@@ -114,14 +119,21 @@ class AppendHeaders:
     producer: Producer | None
     stream_seq: str | None
 
-    def request(self, body: bytes) -> AppendRequest:
+    def request(self, body: bytes, max_stream_bytes: int | None = None) -> AppendRequest:
         if not body and not self.close:
             raise bad_request("an append needs a body (or Stream-Closed: true)")
         if body and self.content_type is None:
             raise bad_request("Content-Type is required")
         if body and self.content_type is not None and not valid_content_type(self.content_type):
             raise bad_request(f"invalid Content-Type {self.content_type!r}")
-        return AppendRequest(self.content_type, body, self.close, self.producer, self.stream_seq)
+        return AppendRequest(
+            self.content_type,
+            body,
+            self.close,
+            self.producer,
+            self.stream_seq,
+            max_stream_bytes=max_stream_bytes,
+        )
 
 
 def parse_append(headers: Mapping[str, str]) -> AppendHeaders:

@@ -49,13 +49,33 @@ CORS_HEADERS = [
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-def common_headers(has_origin: bool) -> list[tuple[bytes, bytes]]:
-    """The headers every response carries: security, and CORS for browsers."""
-    return SECURITY_HEADERS + CORS_HEADERS if has_origin else list(SECURITY_HEADERS)
+def common_headers(
+    origin: str | None, allowed: tuple[str, ...] = ("*",)
+) -> list[tuple[bytes, bytes]]:
+    """The headers every response carries: security, and CORS for browsers (which send an
+    `Origin`) when `allowed` (`DS_HTTP__CORS_ORIGINS`) holds `*` or their origin. With a list
+    of origins, responses vary by `Origin`, so a cache does not hand one origin's to another."""
+    if "*" in allowed:
+        return SECURITY_HEADERS + CORS_HEADERS if origin is not None else list(SECURITY_HEADERS)
+    headers = [*SECURITY_HEADERS, (b"vary", b"Origin")]
+    if origin is not None and origin.lower() in allowed:
+        headers += [(b"access-control-allow-origin", origin.encode("latin-1")), CORS_HEADERS[1]]
+    return headers
 
 
 def preflight() -> Reply:
     return Reply(204, dict(PREFLIGHT))
+
+
+def private(reply: Reply) -> Reply:
+    """A cacheable reply for its requester only (auth on): a shared cache such as a CDN would
+    keep a `public` one and hand it to clients without a token (PROTOCOL section 10)."""
+    cache = reply.headers.get("Cache-Control", "")
+    if not cache.startswith("public"):
+        return reply
+    return attrs.evolve(
+        reply, headers={**reply.headers, "Cache-Control": "private" + cache[len("public") :]}
+    )
 
 
 def has_body(status: int, method: str) -> bool:
