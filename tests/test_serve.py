@@ -100,6 +100,21 @@ def test_invalid_settings_stop_the_server_before_it_binds(
     assert not (tmp_path / "data").exists()  # nothing was opened either
 
 
+def test_the_plain_hypercorn_toml_form_checks_at_import(tmp_path: Path) -> None:
+    """With hypercorn.toml (workers = 0) the settings are checked when hypercorn imports the
+    app, after it has bound the port; still one line, and status 78."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"),
+        "--bind", f"127.0.0.1:{port}", "streams.app:app",
+    ]  # fmt: skip
+    env = {**os.environ, "DS_STORAGE__MODE": "bogus"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == EXIT_CONFIG
+    assert completed.stderr.startswith("streams: invalid configuration: DS_STORAGE__MODE")
+    assert completed.stderr.count("\n") == 1
+
+
 def test_a_port_in_use_is_one_line_too(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
