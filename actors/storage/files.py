@@ -98,19 +98,20 @@ def _fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes, at: int) -> None:
+def _write_all(fd: int, data: bytes, at: int) -> int:
+    """All of `data` at `at` (a write may take part of it); returns its length."""
+    view = memoryview(data)
     written = 0
-    while written < len(data):
-        written += pwrite(fd, data[written:], at + written)
+    while written < len(view):
+        written += pwrite(fd, view[written:], at + written)
+    return written
 
 
 def _write_file(path: Path, data: bytes, durable: bool) -> None:
     """A small file written whole, through the same seams as a log commit."""
     fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        written = 0
-        while written < len(data):
-            written += pwrite(fd, data[written:], written)
+        _write_all(fd, data, 0)
         if durable:
             fdatasync(fd)
     finally:
@@ -231,11 +232,8 @@ class FileLog:
         return shift
 
     def _write(self, staged: list[tuple[bytes, bytes]]) -> int:
-        view = memoryview(frames(staged))
         try:
-            written = 0
-            while written < len(view):
-                written += pwrite(self.fd, view[written:], self.end + written)
+            written = _write_all(self.fd, frames(staged), self.end)
             if self.durable:
                 fdatasync(self.fd)
             if self.unsynced_directory is not None:
