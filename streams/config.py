@@ -112,31 +112,29 @@ class Settings:
 # ---- reading values: text in (an environment value, or a TOML value as text) ------------------
 
 
-def seconds(raw: str) -> float:
+def _number(raw: str, expected: str) -> float:
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
-        raise ValueError(f"must be a number of seconds, got {raw!r}") from None
+        raise ValueError(f"must be {expected}, got {raw!r}") from None
+
+
+def seconds(raw: str) -> float:
+    value = _number(raw, "a number of seconds")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"must be positive, got {raw!r}")
     return value
 
 
 def leeway(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"must be a number >= 0, got {raw!r}") from None
+    value = _number(raw, "a number >= 0")
     if not 0 <= value < math.inf:
         raise ValueError(f"must be a number >= 0, got {raw!r}")
     return value
 
 
 def count(raw: str) -> int:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"must be a whole number, got {raw!r}") from None
+    value = _number(raw, "a whole number")
     if not (math.isfinite(value) and value.is_integer()):
         raise ValueError(f"must be a whole number, got {raw!r}")
     if value <= 0:
