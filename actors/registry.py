@@ -8,7 +8,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -128,9 +128,7 @@ class Registry:
         """What an actor uses to ask its fork source (to link, or to release it). Actors wait
         for each other only this way, up a fork chain, never down it; chains are acyclic, so
         no two actors can wait for each other. The timeout bounds the wait all the same."""
-        with trio.move_on_after(self.peer_timeout):
-            return await self.call(source, message)
-        raise self._no_answer(source)
+        return await self._within_peer_timeout(source, self.call(source, message))
 
     def drop_view(self, name: str) -> None:
         actor = self._actors.get(name)
@@ -144,21 +142,22 @@ class Registry:
     async def read_inherited(
         self, source: str, start: int, bound: int, max_bytes: int
     ) -> m.ReadResult:
-        if self.sources is None:
-            raise RuntimeError("no service layer for the registry")
-        with trio.move_on_after(self.peer_timeout):
-            return await self.sources.inherited(source, start, bound, max_bytes)
-        raise self._no_answer(source)
+        reading = self._sources().inherited(source, start, bound, max_bytes)
+        return await self._within_peer_timeout(source, reading)
 
     async def inherited_base(self, source: str) -> tuple[str, bytes]:
+        return await self._within_peer_timeout(source, self._sources().inherited_base(source))
+
+    def _sources(self) -> Sources:
         if self.sources is None:
             raise RuntimeError("no service layer for the registry")
-        with trio.move_on_after(self.peer_timeout):
-            return await self.sources.inherited_base(source)
-        raise self._no_answer(source)
+        return self.sources
 
-    def _no_answer(self, source: str) -> ProtocolError:
-        return ProtocolError(
+    async def _within_peer_timeout(self, source: str, asking: Awaitable[R]) -> R:
+        """What `source` (down a fork chain) answers, or 503 after the peer timeout."""
+        with trio.move_on_after(self.peer_timeout):
+            return await asking
+        raise ProtocolError(
             503,
             "Service Unavailable",
             f"the fork source {source!r} did not answer in {self.peer_timeout:g} s",
