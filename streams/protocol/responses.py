@@ -182,6 +182,14 @@ def read_reply(
     else:
         left = None if view.deadline is None else view.deadline - now
         headers["Cache-Control"] = caching.catch_up_cache_control(left)
+    return conditional(headers, tag, live=live, if_none_match=if_none_match)
+
+
+def conditional(
+    headers: dict[str, str], tag: str, *, live: bool, if_none_match: str | None
+) -> Reply:
+    """200 with `headers`, or 304 (no Content-Type) when a catch-up's If-None-Match holds
+    its ETag `tag`."""
     if not live and caching.matches(if_none_match, tag):
         return Reply(304, {k: v for k, v in headers.items() if k != "Content-Type"})
     return Reply(200, headers)

@@ -9,7 +9,7 @@ import hashlib
 from streams.protocol import caching, offsets
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import Reply
-from streams.protocol.responses import ReadView, live_headers
+from streams.protocol.responses import ReadView, conditional, live_headers
 
 JSON = "application/json"
 
@@ -52,9 +52,7 @@ def snapshot_reply(
     headers["Stream-State-Skipped"] = str(skipped)
     if base:
         headers["Stream-State-Base"] = offsets.encode(base)
-    if not live and caching.matches(if_none_match, tag):
-        return Reply(304, {k: v for k, v in headers.items() if k != "Content-Type"})
-    return Reply(200, headers)
+    return conditional(headers, tag, live=live, if_none_match=if_none_match)
 
 
 def entity_reply(offset: int, value: bytes | None, type: str, key: str) -> Reply:
