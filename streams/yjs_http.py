@@ -144,12 +144,24 @@ class YjsHTTP:
     async def _post(
         self, request: Request, send: Sender, doc: Document, awareness: str | None
     ) -> None:
-        """An append of lib0-framed updates, checked and stored as sent; answered before the
-        readers it wakes run (writers first, as for streams)."""
+        """An append stored as sent, answered before the readers it wakes run (writers first,
+        as for streams). Document updates must be lib0-framed (compaction reads them);
+        awareness updates pass through unread (YJS-PROTOCOL.md 12.4)."""
         settings = self.http.settings
-        append = parse_append({**request.headers, "content-type": OCTET_STREAM})
+        # Documents and awareness are never closed by a client: the official provider's
+        # producer sends `Stream-Closed` as it disconnects, and others still write.
+        headers = {k: v for k, v in request.headers.items() if k != "stream-closed"}
+        append = parse_append({**headers, "content-type": OCTET_STREAM})
         body = await request.body(settings.max_append_bytes)
-        yjs.check_framing(body)
+        if awareness is not None:
+            if not body:
+                raise yjs.invalid("an update is required")
+        else:
+            try:
+                yjs.check_framing(body)
+            except ProtocolError:
+                await self.documents.head(doc)  # a missing document is 404 before a bad body
+                raise
         receipt = self.http.streams.receipt()
         try:
             asked = append.request(body, settings.max_stream_bytes)

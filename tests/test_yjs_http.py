@@ -69,7 +69,8 @@ async def test_discovery_redirects_to_the_start_until_a_snapshot_exists() -> Non
 
 async def test_writes_are_framed_checked_and_stored_as_sent() -> None:
     async with serving() as served:
-        assert error_code(await served("POST", "doc", frame(b"\0\0"))) == "DOCUMENT_NOT_FOUND"
+        for body in (frame(b"\0\0"), b"\x05abc"):  # missing before malformed
+            assert error_code(await served("POST", "doc", body)) == "DOCUMENT_NOT_FOUND"
         await served("PUT", "doc")
         writer = Writer()
         first, second = writer.insert(0, "hello"), writer.insert(5, " world")
@@ -80,9 +81,12 @@ async def test_writes_are_framed_checked_and_stored_as_sent() -> None:
             refused = await served("POST", "doc", bad)
             assert refused.status == 400, bad
             assert error_code(refused) == "INVALID_REQUEST"
+        closing = await served("POST", "doc", first, headers={"Stream-Closed": "true"})
+        assert closing.status == 204  # the provider's producer closes as it leaves: ignored
+        assert (await served("POST", "doc", second)).status == 204
         read = await served("GET", "doc", query="offset=-1")
-        assert read.body == first + second  # nothing of the refused writes
-        assert text_of(b"", read.body) == "hello world"
+        assert read.body == first + second + first + second  # nothing of the refused writes
+        assert text_of(b"", read.body) == "hello world"  # applying an update twice is a no-op
 
 
 async def test_compaction_moves_discovery_and_the_snapshot_says_where_to_continue() -> None:
@@ -175,8 +179,10 @@ async def test_awareness_streams() -> None:
         assert presence.body == frame(b"p")
         now = await served("GET", "doc", query="awareness=cursors&offset=now")
         assert now.status == 200 and now.body == b""
-        bad = await served("POST", "doc", b"\x09", "awareness=cursors")
-        assert (bad.status, error_code(bad)) == (400, "INVALID_REQUEST")
+        raw = await served("POST", "doc", b"\x09\x01", "awareness=cursors")
+        assert raw.status == 204  # awareness bytes pass through unread (spec 12.4)
+        empty = await served("POST", "doc", b"", "awareness=cursors")
+        assert (empty.status, error_code(empty)) == (400, "INVALID_REQUEST")
         assert (await served("DELETE", "doc", query="awareness=cursors")).status == 204
         again = await served("DELETE", "doc", query="awareness=cursors")
         assert (again.status, error_code(again)) == (404, "STREAM_NOT_FOUND")
