@@ -47,7 +47,7 @@ async def plan_create(
         await views.check_create(create)
     else:
         if data or base.offset < max(1, config.fork_offset):
-            raise bad_request("a base lies past the stream's start, and it has no body")
+            raise bad_request("an imported base lies past the stream's start, with no body")
         views.check_bounds(base)
         blob = await trio.to_thread.run_sync(checkpoint.encode, base, create.incarnation)
         record = records.BaseRecord(create, base.offset, now, data=blob)

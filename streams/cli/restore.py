@@ -26,13 +26,13 @@ from streams.protocol.records import StreamConfig
 DESCRIPTION = """\
 Read a file written by `streams export` into a data directory (made if missing). Each stream
 is created and its records appended through its actor with the same boundaries, so every
-offset is the exported one; its producers, Stream-Seq and closure are restored (a retried
-append dedupes as before), each fork is created from its imported source at the same
-offset, and soft-deleted streams are deleted again once their forks exist. The whole file
-is checked before anything is written, an existing stream is refused unless --replace, and
-each imported stream is compared with its export. TTLs start again; a stream whose
-Expires-At has passed is left out (a server would delete it at once). Runs offline: no
-server may hold the data directory."""
+offset is the exported one (a compacted stream's log starts at its base again); its
+producers, Stream-Seq and closure are restored (a retried append dedupes as before), each
+fork is created from its imported source at the same offset, and soft-deleted streams are
+deleted again once their forks exist. The whole file is checked before anything is written,
+an existing stream is refused unless --replace, and each imported stream is compared with
+its export. TTLs start again; a stream whose Expires-At has passed is left out (a server
+would delete it at once). Runs offline: no server may hold the data directory."""
 
 R = TypeVar("R")
 
