@@ -37,15 +37,16 @@ import trio
 
 from actors import faults, reads
 from actors import messages as m
-from actors.batch import commit_appends, plan_create
+from actors.batch import commit_appends
 from actors.compaction import Compactor
+from actors.existence import Existence
 from actors.recovery import recover
 from actors.storage import CorruptLog, Log, Storage
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
 from actors.wakeups import Receipt
-from streams.protocol import checkpoint, records
+from streams.protocol import checkpoint
 from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.machine import Reply, StreamState, compacted
 
@@ -55,10 +56,11 @@ MAX_BATCH = 256
 CHECKPOINT = 1000  # new data records that make an actor checkpoint its state as it stops
 
 
-class StreamActor:
+class StreamActor(Existence):
     """One stream's actor: the only owner of its log, its state and its live readers. The
     registry starts it with a `Supervisor`, sends it `Ask`s through `send`, and it answers
-    each through the caller's `Pending`; its life is the table above."""
+    each through the caller's `Pending`; its life is the table above. Its create, delete and
+    expiry handlers are in actors/existence.py."""
 
     def __init__(
         self,
@@ -297,47 +299,6 @@ class StreamActor:
     def _snapshot(self, state: StreamState) -> m.Snapshot:
         return m.Snapshot.of(state, self.changed)
 
-    # ---- create -------------------------------------------------------------------------
-
-    async def _create(self, message: m.CreateMessage) -> Reply:
-        request = message.request
-        if self.state is not None:
-            return self.state.recreate(request)
-        config = request.config
-        record, meta = await plan_create(self.name, request, self.clock(), self.views, message.base)
-        created = record.create if isinstance(record, records.BaseRecord) else record
-        if message.link is not None:
-            await message.link(created.incarnation)
-        try:
-            self.log = await self.storage.create(self.name)
-            locator = self.log.stage(meta, record.data)
-            await self.registry.metrics.commit(self.log)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._discard_log()
-                if config.fork_source is not None:
-                    await self.registry.call_source(config.fork_source, m.Unlink(self.name))
-            raise
-        if isinstance(record, records.BaseRecord):
-            self.state = StreamState.rebased(record, locator)
-        else:
-            self.state = StreamState.created(record, locator)
-        self.cache = TailCache.of(self.state.tail, [created.data], self.cache_bytes)
-        self._note_deadline()
-        self._notify()
-        return Reply(201, self.state.metadata_headers())
-
-    async def _discard_log(self) -> None:
-        """A create that failed leaves no log: a full disk left it empty (the failed frame is
-        cut off), and nothing in it was acknowledged."""
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-        try:
-            await self.storage.remove(self.name)
-        except OSError:
-            logger.warning("removing the log of failed create %r failed", self.name, exc_info=True)
-
     # ---- append -------------------------------------------------------------------------
 
     async def _append_batch(self, first: m.Envelope) -> None:
@@ -418,45 +379,3 @@ class StreamActor:
         self._note_deadline()
         view, entities = await self.views.read(state, self.log, message)
         return m.StateRead(self._snapshot(state), view.offset, state.base, entities, view.skipped)
-
-    # ---- delete, expiry, fork links -------------------------------------------------------
-
-    async def _delete(self) -> None:
-        """Soft delete while forks read our data; otherwise remove, and tell our source."""
-        state = self._existing()
-        self.views.drop()
-        action = state.delete_action(referenced=bool(await self.storage.links(self.name)))
-        if action != "remove":
-            if action == "soft-delete":
-                assert self.log is not None
-                record = records.SoftDeleteRecord(self.clock())
-                locator = self.log.stage(*records.encode(record))
-                await self.registry.metrics.commit(self.log)
-                state.apply(record, locator)
-                self._note_deadline()
-                self._notify()
-            return
-        await self.storage.remove(self.name)
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-        self.state = None
-        self.registry.note_deadline(self.name, None)
-        self._notify()
-        if state.config.fork_source is not None:
-            await self.registry.call_source(state.config.fork_source, m.Unlink(self.name))
-
-    async def _expire(self) -> None:
-        logger.info("stream %r expired", self.name)
-        await self._delete()
-
-    async def _unlink(self, fork: str | None) -> None:
-        """A fork is gone (None: a check after restart). A soft-deleted stream nobody
-        references any more goes; an absent one drops the links a crash left behind."""
-        if fork is not None:
-            await self.storage.remove_link(self.name, fork)
-        if self.state is None:
-            if fork is None:
-                await self.storage.remove(self.name)
-        elif self.state.soft_deleted and not await self.storage.links(self.name):
-            await self._delete()

@@ -186,6 +186,11 @@ class Reads:
                     batch = await anext(follower, None)  # None: the stream was deleted
                 finally:
                     self.shutdown.release(events)
+                if events.cancel_called:
+                    # The stop (or the interval) came after a commit woke this task and before
+                    # it ran: a send in this scope would be cancelled and cut the response off.
+                    # The batch is dropped; the client goes on from the last control event.
+                    break
 
         async def stream_events(cancel: trio.CancelScope) -> None:
             # The response ends at the reconnect interval, or as soon as the server stops.

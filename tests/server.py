@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -33,6 +34,16 @@ def serve_env(port: int) -> dict[str, str]:
     return {"DS_SERVER__HOST": "127.0.0.1", "DS_SERVER__PORT": str(port)}
 
 
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on a loopback `port`: `ss` shows it as a listening
+    socket's Send-Q (the kernel caps it at net.core.somaxconn)."""
+    assert shutil.which("ss"), "needs ss (iproute2: apt-get install iproute2)"
+    listening = subprocess.run(
+        ["ss", "-ltnH", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(listening[2])  # State, Recv-Q, Send-Q, ...
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -47,10 +58,11 @@ def running_server(
     wrapper: Sequence[str] = (),
     serve: bool = False,
     ready: str = "/readyz",
+    options: Sequence[str] = (),
 ) -> Iterator[str]:
     """Yields the base URL once `ready` (/readyz) answers 200; stops the server on exit.
     `wrapper` is a command the server runs under (e.g. `setpriv` with fewer capabilities);
-    `serve` runs `streams serve` instead of hypercorn's command."""
+    `serve` runs `streams serve` instead of hypercorn's command; `options` go to either."""
     port = port or free_port()
     environment = {
         **os.environ,
@@ -58,7 +70,7 @@ def running_server(
         **(serve_env(port) if serve else {}),
         **env,
     }
-    command = serve_command() if serve else hypercorn_command(port)
+    command = serve_command(*options) if serve else hypercorn_command(port, *options)
     log_path = data_dir.parent / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

@@ -20,7 +20,7 @@ import pytest
 
 from streams import serve
 from streams.config import EXIT_CONFIG
-from tests.server import free_port, serve_command, serve_env, wait_ready
+from tests.server import free_port, listen_backlog, serve_command, serve_env, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,14 +165,12 @@ def test_serve_listens_with_its_own_backlog(tmp_path: Path) -> None:
         process = subprocess.Popen(serve_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(f"http://127.0.0.1:{port}", process, log_path)
-            listening = subprocess.run(
-                ["ss", "-ltnH", f"( sport = :{port} )"], capture_output=True, text=True
-            ).stdout.split()
+            backlog = listen_backlog(port)
         finally:
             process.terminate()
             process.wait(timeout=30)
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
-    assert int(listening[2]) == min(serve.BACKLOG, somaxconn)  # Send-Q: the backlog (100 before)
+    assert backlog == min(serve.BACKLOG, somaxconn)  # (100 before)
 
 
 def test_hypercorn_toml_holds_serves_values() -> None:

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +24,12 @@ import trio.testing
 from actors.registry import Registry
 from actors.service import Streams
 from actors.storage.memory import MemoryStorage
+from actors.wakeups import Change
 from streams.app import create_app
 from streams.config import Settings
 from streams.http import StreamsHTTP
 from streams.shutdown import Shutdown
-from tests.asgi import request, start
+from tests.asgi import Exchange, request, start
 from tests.server import free_port, running_server, serve_command, serve_env, wait_ready
 
 TEXT = {"Content-Type": "text/plain"}
@@ -86,6 +88,46 @@ async def test_stop_ends_sse_responses_cleanly_at_once(
         assert trio.current_time() == stopped_at  # not at the reconnect interval
         assert reader.response.complete  # the response ended; the connection was not reset
         assert reader.response.body.endswith(b"\n\n")  # after a whole event
+        nursery.cancel_scope.cancel()
+
+
+class LockedSends(Exchange):
+    """Sends as hypercorn's are: each takes its connection's send lock first (trio.Lock:
+    raises if cancelled, then yields shielded), so a send begun in a cancelled scope raises
+    before a byte goes out, while h11 already counts its chunk as sent."""
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        await super().send(event)
+
+
+async def test_a_stop_just_after_a_commit_woke_an_sse_reader_still_ends_it_cleanly(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM can land after a commit woke a parked SSE reader and before the reader runs:
+    its wait then returns the batch although the stop cancelled the wait's scope. Sending the
+    batch in that scope was cancelled, and the response was cut off without its last chunk
+    (the subprocess test below saw it once in CI)."""
+    async with trio.open_nursery() as nursery:
+        app = await serving(nursery)
+        await request(app, "PUT", "s", b"hello", headers=TEXT)
+        reader = LockedSends("GET", "/v1/stream/s", {}, "offset=-1&live=sse")
+        reader.feed(b"", more=False)
+        nursery.start_soon(reader.serve, app)
+        await until_waiting(app, 1)
+        wake = Change._wake
+
+        def wake_then_stop(change: Change) -> None:
+            wake(change)  # the reader is scheduled to run, with the commit's data
+            app.stop()  # and the signal comes first
+
+        monkeypatch.setattr(Change, "_wake", wake_then_stop)
+        assert (await request(app, "POST", "s", b" world", headers=TEXT)).status == 204
+        await reader.done.wait()
+        assert reader.response.complete  # the response ended; the connection was not reset
+        assert reader.response.body.endswith(b"\n\n")  # after a whole event
+        assert b"world" not in reader.response.body  # the client reads it from its offset
         nursery.cancel_scope.cancel()
 
 

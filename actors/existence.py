@@ -1,0 +1,127 @@
+"""A stream coming into and going out of existence, as its actor handles it: create (and
+undoing a create that failed), delete (a soft delete while forks read the stream), expiry,
+and a fork's link released. `StreamActor` (actors/actor.py) takes these handlers from
+`Existence`; what they use of the actor is declared on the class below."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from actors import messages as m
+from actors.batch import plan_create
+from actors.storage import Log, Storage
+from actors.supervisor import Supervisor
+from actors.tail_cache import TailCache
+from actors.views import Views
+from streams.protocol import records
+from streams.protocol.machine import Reply, StreamState
+
+logger = logging.getLogger("actors.actor")  # the actor's lines, under one name
+
+
+class Existence:
+    """The actor's create and delete handlers (a mixin of `StreamActor`, whose attributes
+    and helpers these are)."""
+
+    name: str
+    registry: Supervisor
+    storage: Storage
+    clock: Callable[[], float]
+    state: StreamState | None
+    log: Log | None
+    cache: TailCache
+    cache_bytes: int
+    views: Views
+
+    if TYPE_CHECKING:
+
+        def _existing(self) -> StreamState: ...
+        def _note_deadline(self) -> None: ...
+        def _notify(self) -> None: ...
+
+    # ---- create -------------------------------------------------------------------------
+
+    async def _create(self, message: m.CreateMessage) -> Reply:
+        request = message.request
+        if self.state is not None:
+            return self.state.recreate(request)
+        config = request.config
+        record, meta = await plan_create(self.name, request, self.clock(), self.views, message.base)
+        created = record.create if isinstance(record, records.BaseRecord) else record
+        if message.link is not None:
+            await message.link(created.incarnation)
+        try:
+            self.log = await self.storage.create(self.name)
+            locator = self.log.stage(meta, record.data)
+            await self.registry.metrics.commit(self.log)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._discard_log()
+                if config.fork_source is not None:
+                    await self.registry.call_source(config.fork_source, m.Unlink(self.name))
+            raise
+        if isinstance(record, records.BaseRecord):
+            self.state = StreamState.rebased(record, locator)
+        else:
+            self.state = StreamState.created(record, locator)
+        self.cache = TailCache.of(self.state.tail, [created.data], self.cache_bytes)
+        self._note_deadline()
+        self._notify()
+        return Reply(201, self.state.metadata_headers())
+
+    async def _discard_log(self) -> None:
+        """A create that failed leaves no log: a full disk left it empty (the failed frame is
+        cut off), and nothing in it was acknowledged."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        try:
+            await self.storage.remove(self.name)
+        except OSError:
+            logger.warning("removing the log of failed create %r failed", self.name, exc_info=True)
+
+    # ---- delete, expiry, fork links -------------------------------------------------------
+
+    async def _delete(self) -> None:
+        """Soft delete while forks read our data; otherwise remove, and tell our source."""
+        state = self._existing()
+        self.views.drop()
+        action = state.delete_action(referenced=bool(await self.storage.links(self.name)))
+        if action != "remove":
+            if action == "soft-delete":
+                assert self.log is not None
+                record = records.SoftDeleteRecord(self.clock())
+                locator = self.log.stage(*records.encode(record))
+                await self.registry.metrics.commit(self.log)
+                state.apply(record, locator)
+                self._note_deadline()
+                self._notify()
+            return
+        await self.storage.remove(self.name)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        self.state = None
+        self.registry.note_deadline(self.name, None)
+        self._notify()
+        if state.config.fork_source is not None:
+            await self.registry.call_source(state.config.fork_source, m.Unlink(self.name))
+
+    async def _expire(self) -> None:
+        logger.info("stream %r expired", self.name)
+        await self._delete()
+
+    async def _unlink(self, fork: str | None) -> None:
+        """A fork is gone (None: a check after restart). A soft-deleted stream nobody
+        references any more goes; an absent one drops the links a crash left behind."""
+        if fork is not None:
+            await self.storage.remove_link(self.name, fork)
+        if self.state is None:
+            if fork is None:
+                await self.storage.remove(self.name)
+        elif self.state.soft_deleted and not await self.storage.links(self.name):
+            await self._delete()
