@@ -304,14 +304,13 @@ class StreamActor:
         if self.state is not None:
             return self.state.recreate(request)
         config = request.config
-        record, meta = await plan_create(self.name, request, self.clock())
-        await self.views.check_create(record)
-        data, incarnation = record.data, record.incarnation
+        record, meta = await plan_create(self.name, request, self.clock(), self.views, message.base)
+        created = record.create if isinstance(record, records.BaseRecord) else record
         if message.link is not None:
-            await message.link(incarnation)
+            await message.link(created.incarnation)
         try:
             self.log = await self.storage.create(self.name)
-            locator = self.log.stage(meta, data)
+            locator = self.log.stage(meta, record.data)
             await self.registry.metrics.commit(self.log)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -319,8 +318,11 @@ class StreamActor:
                 if config.fork_source is not None:
                     await self.registry.call_source(config.fork_source, m.Unlink(self.name))
             raise
-        self.state = StreamState.created(record, locator)
-        self.cache = TailCache.of(self.state.tail, [data], self.cache_bytes)
+        if isinstance(record, records.BaseRecord):
+            self.state = StreamState.rebased(record, locator)
+        else:
+            self.state = StreamState.created(record, locator)
+        self.cache = TailCache.of(self.state.tail, [created.data], self.cache_bytes)
         self._note_deadline()
         self._notify()
         return Reply(201, self.state.metadata_headers())

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import uuid
 
+import trio
+
 from actors import faults
 from actors import messages as m
 from actors.metrics import ActorMetrics
 from actors.storage import Log, framing
 from actors.tail_cache import TailCache
 from actors.views import Views, parsed
+from state import checkpoint
+from state.view import View
 from streams.protocol import records
-from streams.protocol.errors import ProtocolError
+from streams.protocol.errors import ProtocolError, bad_request
 from streams.protocol.machine import (
     CreateRequest,
     Reply,
@@ -26,19 +30,30 @@ Outcome = tuple["m.Pending[Reply]", Reply | ProtocolError]
 
 
 async def plan_create(
-    name: str, request: CreateRequest, now: float
-) -> tuple[records.CreateRecord, bytes]:
-    """The record that creates a stream, and its metadata: refused (nothing written) if no
-    frame can hold it."""
+    name: str, request: CreateRequest, now: float, views: Views, base: View | None = None
+) -> tuple[records.CreateRecord | records.BaseRecord, bytes]:
+    """The record that creates a stream, and its metadata: refused (nothing written) if its
+    body fails the validation it asks for, or no frame can hold it. With `base` (`streams
+    import` of a compacted stream), a base record holding that view, as a compaction at its
+    offset would have started the log (actors/compaction.py)."""
     config = request.config
     data = encode_body(
         config.content_type, request.body, creating=True, flattened=request.flattened
     )
     check_stream_size(0, len(data), request.max_stream_bytes)
-    record = records.CreateRecord(name, config, uuid.uuid4().hex, now, request.closed, data)
-    meta, _ = records.encode(record)
+    create = records.CreateRecord(name, config, uuid.uuid4().hex, now, request.closed, data)
+    record: records.CreateRecord | records.BaseRecord = create
+    if base is None:
+        await views.check_create(create)
+    else:
+        if data or base.offset < max(1, config.fork_offset):
+            raise bad_request("an imported base lies past the stream's start, with no body")
+        views.check_bounds(base)
+        blob = await trio.to_thread.run_sync(checkpoint.encode, base, create.incarnation)
+        record = records.BaseRecord(create, base.offset, now, data=blob)
+    meta, stored = records.encode(record)
     try:
-        framing.check_size(len(meta), len(data))
+        framing.check_size(len(meta), len(stored))
     except framing.FrameTooLarge as error:
         raise faults.too_large(error) from None
     return record, meta

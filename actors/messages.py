@@ -13,7 +13,7 @@ import trio
 
 from actors.wakeups import Change as Change  # re-exported: the actor makes them
 from actors.wakeups import Receipt
-from state.view import Entity
+from state.view import Entity, View
 from streams.protocol.headers import Producer
 from streams.protocol.machine import AppendRequest, CreateRequest, Reply, StreamState
 from streams.protocol.offsets import Sentinel
@@ -33,6 +33,9 @@ class CreateMessage(Ask[Reply]):
     request: CreateRequest
     # For forks: registers the new fork (by incarnation) with its source before commit.
     link: Callable[[str], Awaitable[None]] | None = None
+    # `streams import` of a compacted stream: its log starts with a base record holding
+    # this view, as of the view's offset (docs/operations.md, "CLI").
+    base: View | None = None
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from actors import messages as m
 from actors.follow import Follower
 from actors.registry import Registry
 from actors.wakeups import Receipt, Wakeups
+from state.view import View
 from streams.protocol import forks, jsonmode
 from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import is_json
@@ -81,7 +82,11 @@ class Streams:
 
         return Follower(read, start, max_bytes if piece is None else min(max_bytes, piece))
 
-    async def create(self, name: str, request: CreateRequest, fork: Fork | None = None) -> Reply:
+    async def create(
+        self, name: str, request: CreateRequest, fork: Fork | None = None, base: View | None = None
+    ) -> Reply:
+        """Create `name` (a fork of `fork`); with `base`, an import's compacted stream whose log
+        starts with a base record holding that view (`m.CreateMessage.base`)."""
         if fork is not None:
             request = await self._fork_request(name, request, fork)
         if is_json(request.config.content_type) and request.body:
@@ -92,8 +97,8 @@ class Streams:
             async def link(incarnation: str) -> None:
                 await self.registry.call_source(source, m.Link(name, incarnation))
 
-            return await self.registry.call(name, m.CreateMessage(request, link))
-        return await self.registry.call(name, m.CreateMessage(request))
+            return await self.registry.call(name, m.CreateMessage(request, link, base))
+        return await self.registry.call(name, m.CreateMessage(request, base=base))
 
     async def _fork_request(self, name: str, request: CreateRequest, fork: Fork) -> CreateRequest:
         forks.check_target(name, fork)

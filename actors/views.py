@@ -134,6 +134,13 @@ class Views:
         if rejection is not None:
             raise rejected(rejection)
 
+    def check_bounds(self, view: View) -> None:
+        """Refuse a view (an imported base) that this server's bounds would drop."""
+        limits = self.limits
+        if len(view) > limits.max_entities or view.bytes > limits.max_bytes:
+            held = f"{len(view)} entities, {view.bytes} bytes"
+            raise too_large(ViewTooLarge(f"it holds {held}"))
+
     def _note(self, view: View) -> None:
         """The view's size in the budget; views of other streams go if it is passed."""
         for other in self.budget.note(self.name, view.bytes):

@@ -64,6 +64,20 @@ class Entity:
         return encode_json(self.value()).encode()
 
 
+def insert_message(
+    type_: str, key: str, value: Any, txid: str | None, timestamp: str | None
+) -> bytes:
+    """An entity's `Entity.message`. Raises ValueError, TypeError or RecursionError for a
+    value that is not JSON (NaN, infinities, other objects, too deep)."""
+    stamp = {"operation": "insert"}
+    if txid is not None:
+        stamp["txid"] = txid
+    if timestamp is not None:
+        stamp["timestamp"] = timestamp
+    message = {"type": type_, "key": key, "value": value, "headers": stamp}
+    return encode_json(message).encode()
+
+
 def charge(type_: str, key: str, entity: Entity) -> int:
     """What an entity counts against a view's `max_bytes`: about the memory it holds."""
     size = len(entity.message) + len(type_) + len(key) + ENTITY_OVERHEAD
@@ -135,24 +149,20 @@ class View:
 
     def _set(self, type_: str, key: str, value: Any, headers: dict[Any, Any], end: int) -> None:
         txid, timestamp = headers.get("txid"), headers.get("timestamp")
-        stamp: dict[str, str] = {"operation": "insert"}
-        if isinstance(txid, str):
-            stamp["txid"] = txid
-        else:
-            txid = None
-        if isinstance(timestamp, str):
-            stamp["timestamp"] = timestamp
-        else:
-            timestamp = None
+        txid = txid if isinstance(txid, str) else None
+        timestamp = timestamp if isinstance(timestamp, str) else None
         try:
-            message = encode_json({"type": type_, "key": key, "value": value, "headers": stamp})
-            encoded = message.encode()
+            encoded = insert_message(type_, key, value, txid, timestamp)
         except (ValueError, TypeError, RecursionError):  # not JSON: never in a stored record
             self.skipped += 1
             return
+        self.put(type_, key, Entity(encoded, end, txid, timestamp))
+
+    def put(self, type_: str, key: str, entity: Entity) -> None:
+        """`entity` as the last write of (type_, key): the fold's, or an imported view's."""
         entities = self.entities
         old = entities.pop((type_, key), None)
-        entity = entities[type_, key] = Entity(encoded, end, txid, timestamp)
+        entities[type_, key] = entity
         self.bytes += charge(type_, key, entity) - (0 if old is None else charge(type_, key, old))
         if len(entities) > self.max_entities:
             raise ViewTooLarge(f"the view holds more than {self.max_entities} entities")

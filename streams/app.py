@@ -31,6 +31,7 @@ from streams.config import Settings, settings_or_exit
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.metrics import Metrics
 from streams.resources import raise_fd_limit
+from streams.yjs_http import documents, mount
 
 EXIT_DATA_DIR_LOCKED = 3
 BEARER = {"WWW-Authenticate": 'Bearer realm="metrics"'}
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             reader_wake_delay=resolved.reader_wake_delay,
         )
         protocol = StreamsHTTP(streams, resolved)
+        yjs = mount(protocol, documents(protocol))
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:
@@ -151,6 +153,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(protocol.sends.run)
                     nursery.start_soon(streams.run)
+                    await nursery.start(yjs.documents.run)
                     await registry.run(task_status=task_status)
 
         await app.nursery.start(supervise)

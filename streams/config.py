@@ -35,8 +35,10 @@ AUTH_MODES: tuple[AuthMode, ...] = ("off", "jwt")
 DEFAULT_APPEND_BYTES = 64 * 1024 * 1024
 DEFAULT_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_BASE_PATH = "/v1/stream"
+DEFAULT_YJS_BASE_PATH = "/v1/yjs"
 SECTIONS = (
     "server",
+    "yjs",
     "storage",
     "limits",
     "actors",
@@ -96,6 +98,10 @@ class Settings:
     access_log: bool = True
     metrics_token: str | None = attrs.field(default=None, repr=False)  # bearer for /metrics
     disk_scan_interval: float = 60.0  # streams on disk are counted at most this often
+    yjs_base_path: str = DEFAULT_YJS_BASE_PATH  # Yjs documents (docs/yjs.md)
+    yjs_compaction_threshold: int = 1 << 20  # update bytes since the snapshot that compact
+    yjs_snapshot_keep: float = 5.0  # a replaced snapshot stays this long (the 307's max-age)
+    yjs_awareness_ttl: int = 3600  # an awareness stream expires this long after its last use
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -277,6 +283,10 @@ KEYS: tuple[Key, ...] = (
     Key("DS_AUTH__AUDIENCE", "auth_audience", text, "unset (not checked)"),
     Key("DS_AUTH__ISSUER", "auth_issuer", text, "unset (not checked)"),
     Key("DS_AUTH__LEEWAY_SECS", "auth_leeway", leeway),
+    Key("DS_YJS__BASE_PATH", "yjs_base_path", base_path),
+    Key("DS_YJS__COMPACTION_THRESHOLD_BYTES", "yjs_compaction_threshold", count),
+    Key("DS_YJS__SNAPSHOT_KEEP_SECS", "yjs_snapshot_keep", seconds),
+    Key("DS_YJS__AWARENESS_TTL_SECS", "yjs_awareness_ttl", count),
 )
 BY_ENV = {key.env: key for key in KEYS}
 BY_TOML = {key.toml: key for key in KEYS}
@@ -369,6 +379,11 @@ def _build(given: Layers) -> tuple[Settings, Layers]:
         raise key.error("needs DS_TLS__CERT_PATH (tls.cert_path) too")
     if key is None and cert is not None:
         raise cert.error("needs DS_TLS__KEY_PATH (tls.key_path) too")
+    stream_base = values.get("stream_base_path", DEFAULT_BASE_PATH) + "/"
+    yjs_base = values.get("yjs_base_path", DEFAULT_YJS_BASE_PATH) + "/"
+    if stream_base.startswith(yjs_base) or yjs_base.startswith(stream_base):
+        where = given.get("yjs_base_path") or given["stream_base_path"]
+        raise where.error("DS_YJS__BASE_PATH and DS_HTTP__STREAM_BASE_PATH must not overlap")
     settings = Settings(**values)
     try:
         authenticator(settings)  # a missing key or a bad JWKS file, named, at start

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +28,9 @@ from streams.request import Receive, Request, Scope, Send, respond, respond_erro
 from streams.resources import BodyBudget, busy, default_max_connections, fd_limit
 from streams.sending import ClientGone, Sender, SendWatch
 from streams.shutdown import Shutdown, stopping
+
+if TYPE_CHECKING:
+    from streams.yjs_http import YjsHTTP
 
 __all__ = ["Receive", "Scope", "Send", "StreamsHTTP"]
 
@@ -56,6 +60,7 @@ class StreamsHTTP:
         self.metrics = HTTPMetrics()
         self.access = AccessLog(settings.access_log)
         self.auth = authenticator(settings)  # None: auth off
+        self.yjs: YjsHTTP | None = None  # the Yjs routes, when mounted (streams.yjs_http)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
@@ -134,6 +139,9 @@ class StreamsHTTP:
     async def _route(self, request: Request, send: Sender) -> None:
         scope = request.scope
         path = names.request_path(scope.get("raw_path"), scope["path"])
+        if self.yjs is not None and self.yjs.owns(path):
+            await self.yjs.route(request, send, path)
+            return
         name = names.from_path(path, self.settings.max_name_bytes, self.prefixes)
         method = request.method
         if self.auth is not None:

@@ -106,6 +106,17 @@ class Collector:
         for mode, count in http.live.items():
             live.add_metric((mode,), count)
         yield live
+        if self.protocol.yjs is not None:
+            yjs = self.protocol.yjs.documents.metrics
+            compactions: dict[tuple[str, ...], int] = {
+                ("ok",): yjs.compactions,
+                ("failed",): yjs.compaction_failures,
+            }
+            yield _counter(
+                "yjs_compactions", "Yjs document compactions, by result", ("result",), compactions
+            )
+            removed = "Replaced Yjs snapshots removed"
+            yield _counter("yjs_snapshots_removed", removed, (), {(): yjs.snapshots_removed})
         if self.disk.value is not None:
             stored = "Streams stored (counted at most once per DS_METRICS__DISK_SCAN_INTERVAL_SECS)"
             yield _gauge("streams_on_disk", stored, self.disk.value)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors import messages as m
 from actors.registry import Registry
 from actors.service import Fork, Streams
 from actors.storage.files import FileStorage
@@ -26,7 +25,6 @@ from streams.protocol.records import StreamConfig
 from tests.server import running_server
 
 TEXT = "text/plain"
-JSON = "application/json"
 
 
 def written(
@@ -73,7 +71,7 @@ def names_in(root: Path) -> list[str]:
     ("command", "options"),
     [
         ("ls", ["--data-dir", "--json"]),
-        ("export", ["--data-dir", "--output", "--skip-compacted", "NAME"]),
+        ("export", ["--data-dir", "--output", "NAME"]),
         ("import", ["--data-dir", "--replace", "FILE"]),
         ("fsck", ["--repair", "DATA_DIR"]),
     ],
@@ -197,36 +195,6 @@ def test_export_writes_to_stdout_and_a_named_fork_brings_its_sources(
     assert capsysbinary.readouterr().err == b"streams: no stream 'nope'\n"
 
 
-async def compacted(streams: Streams) -> None:
-    config = StreamConfig(JSON, state_compaction=500)
-    await streams.create("c", CreateRequest(config))
-    for r in range(30):
-        change = {"type": "t", "key": f"k{r % 3}", "value": r, "headers": {"operation": "upsert"}}
-        await streams.append("c", AppendRequest(JSON, json.dumps([change] * 3).encode()))
-    assert (await streams.registry.call("c", m.Describe())).base > 0
-    await streams.create("c/fork", CreateRequest(StreamConfig("")), Fork("c"))
-    await streams.create("plain", CreateRequest(StreamConfig(TEXT), body=b"p"))
-
-
-def test_a_compacted_stream_is_refused_or_left_out_with_its_forks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    written(tmp_path, compacted)
-    backup = tmp_path / "backup"
-    assert main(["export", "--data-dir", str(tmp_path), "-o", str(backup)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("streams: stream 'c' is compacted: its history before offset ")
-    assert "--skip-compacted" in err
-    assert not backup.exists() and not list(tmp_path.glob("backup*"))  # nothing half written
-    command = ["export", "--data-dir", str(tmp_path), "-o", str(backup), "--skip-compacted"]
-    assert main(command) == 0
-    err = capsys.readouterr().err
-    assert "skipped 'c': compacted" in err
-    assert "skipped 'c/fork': it forks 'c', which is left out" in err
-    entries = [i for i in archive.read(backup.open("rb")) if isinstance(i, archive.Entry)]
-    assert [e.name for e in entries] == ["plain"]
-
-
 def test_import_refuses_existing_streams_unless_replace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -268,8 +236,8 @@ def replaced(line: bytes) -> Callable[[list[bytes]], list[bytes]]:
     [
         (lambda lines: lines[:-1], "no end line after it: the file was cut short"),
         (lambda lines: lines[:2] + lines[3:], "ends 1 record(s) short"),
-        (lambda lines: [b'{"format":"durable-streams-export","version":2}\n', *lines[1:]],
-         "line 1: format version 2; this version reads 1"),
+        (lambda lines: [b'{"format":"durable-streams-export","version":3}\n', *lines[1:]],
+         "line 1: format version 3; this version reads 1 and 2"),
         (lambda lines: [lines[0], *lines[3:]], "fork source 'a' is not among the streams"),
         (replaced(b'{"data":"!!"}\n'), "line 3: a data record is not base64"),
         (replaced(b'{"json":[1]}\n'), "line 3: a json record in 'text/plain'"),

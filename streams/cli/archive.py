@@ -1,15 +1,19 @@
-"""The export format, version 1: JSON lines (UTF-8), specified in docs/operations.md ("CLI").
+"""The export format, version 2: JSON lines (UTF-8), specified in docs/operations.md ("CLI").
 
-    {"format": "durable-streams-export", "version": 1, "exported_at": "<RFC 3339>"}
+    {"format": "durable-streams-export", "version": 2, "exported_at": "<RFC 3339>"}
     {"stream": {<Entry>}}              per stream, sources before their forks
+    {"base": {"offset": H, ...}}       a compacted stream's: right after its stream line,
+    {"entity": {<type, key, value>}}   then its view as of H, one line per entity
     {"data": "<base64>"}               per record of a binary stream, in order, or
     {"json": [<message>, ...]}         per record of a JSON stream: its messages
     {"end": {"streams": <count>}}      last: a file without it was cut short
 
 A record line is the body of the append that recreates that record, so record boundaries,
 and with them every offset, come back as they were. Only a stream's own records are written:
-a fork's start in its source is its entry's `fork`, and its inherited data is its source's.
-Reading checks everything (types, counts, order, the end line) before anything is imported.
+a fork's start in its source is its entry's `fork`, and its inherited data is its source's;
+a compacted stream's records start at its base, whose view stands for the history before it.
+Version 1 is version 2 without base lines; both are read. Reading checks everything (types,
+counts, order, the end line) before anything is imported.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
+from state.view import Entity, View, insert_message
 from streams.protocol import jsonmode, names
 from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import (
@@ -33,7 +39,8 @@ from streams.protocol.headers import (
 )
 
 FORMAT = "durable-streams-export"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 
 
 class FormatError(ValueError):
@@ -60,6 +67,7 @@ class Entry:
     deleted: bool = False  # soft-deleted: gone for clients, read by its forks
     tail: int = 0  # the next offset, as a byte position
     records: int = 0  # the record lines that follow
+    base: int = 0  # compacted: where its log starts (its base line says; 0: not compacted)
 
     @property
     def json(self) -> bool:
@@ -108,6 +116,23 @@ def record_line(stored: bytes, json_stream: bool) -> bytes:
     return b'{"data":"' + base64.b64encode(stored) + b'"}\n'
 
 
+def base_lines(view: View) -> Iterator[bytes]:
+    """A compacted stream's base: its offset, then each entity of the view as of it, in
+    the view's order (of last write), as JSON: what a snapshot shows of it, and its offset."""
+    base = {"offset": view.offset, "skipped": view.skipped, "entities": len(view)}
+    yield _dumps({"base": base}) + b"\n"
+    for (type_, key), entity in view.entities.items():
+        doc = {
+            "type": type_,
+            "key": key,
+            "value": entity.value(),
+            "offset": entity.offset,
+            "txid": entity.txid,
+            "timestamp": entity.timestamp,
+        }
+        yield _dumps({"entity": doc}) + b"\n"
+
+
 def trailer(streams: int) -> bytes:
     return _dumps({"end": {"streams": streams}}) + b"\n"
 
@@ -115,13 +140,16 @@ def trailer(streams: int) -> bytes:
 # ---- reading ---------------------------------------------------------------------------
 
 
-def read(lines: Iterable[bytes]) -> Iterator[Entry | bytes]:
-    """Each stream's entry, then the append body of each of its records, checked against
-    the format as they come; raises `FormatError` naming the line."""
-    number = 0
+def read(lines: Iterable[bytes]) -> Iterator[Entry | View | bytes]:
+    """Each stream's entry, then a compacted stream's base view, then the append body of
+    each of its records, checked against the format as they come; raises `FormatError`
+    naming the line."""
+    number = version = 0
     entry: Entry | None = None
+    held: Entry | None = None  # yielded once the next line says whether a base follows
+    base: View | None = None  # while its entity lines come
     seen: set[str] = set()
-    count = left = 0
+    count = left = entities = 0
     ended = False
     for number, line in enumerate(lines, 1):  # the last number names the end
         try:
@@ -130,13 +158,37 @@ def read(lines: Iterable[bytes]) -> Iterator[Entry | bytes]:
             raise FormatError(f"line {number}: not JSON ({error})") from None
         try:
             if number == 1:
-                _check_header(doc)
+                version = _check_header(doc)
                 continue
             if ended:
                 raise ValueError("nothing may follow the end line")
             if not isinstance(doc, dict) or len(doc) != 1:
-                raise ValueError("expected one of stream, data, json, end")
+                raise ValueError("expected one of stream, base, entity, data, json, end")
             ((kind, value),) = doc.items()
+            if kind == "base":
+                if held is None:
+                    raise ValueError("a base line comes right after its stream's line")
+                if version < 2:
+                    raise ValueError("a base line in a version 1 file")
+                base, entities = _base(value, held)
+                yield attrs.evolve(held, base=base.offset)
+                held = None
+            elif held is not None:
+                yield held
+                held = None
+            if kind == "entity":
+                if base is None or not entities:
+                    raise ValueError("an entity beyond its base's count")
+                _entity(value, base)
+                entities -= 1
+            if base is not None and not entities:
+                yield base
+                base = None
+            if kind in ("base", "entity"):
+                continue
+            if base is not None:
+                assert entry is not None  # a base follows its stream line
+                raise ValueError(f"the base of {entry.name!r} ends {entities} entit(ies) short")
             if kind in ("data", "json"):
                 if entry is None or not left:
                     raise ValueError("a record beyond its stream's count")
@@ -146,11 +198,10 @@ def read(lines: Iterable[bytes]) -> Iterator[Entry | bytes]:
             if entry is not None and left:
                 raise ValueError(f"stream {entry.name!r} ends {left} record(s) short")
             if kind == "stream":
-                entry = _entry(value, seen)
+                entry = held = _entry(value, seen)
                 seen.add(entry.name)
                 count += 1
                 left = entry.records
-                yield entry
             elif kind == "end":
                 if value != {"streams": count}:
                     raise ValueError(f"the end line should say {{'streams': {count}}}")
@@ -165,12 +216,47 @@ def read(lines: Iterable[bytes]) -> Iterator[Entry | bytes]:
         raise FormatError(f"line {number}: no end line after it: the file was cut short")
 
 
-def _check_header(doc: Any) -> None:
+def _check_header(doc: Any) -> int:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} file")
     version = doc.get("version")
-    if version != VERSION:
-        raise ValueError(f"format version {version!r}; this version reads {VERSION}")
+    if version not in READS or isinstance(version, bool):
+        raise ValueError(f"format version {version!r}; this version reads 1 and 2")
+    return int(version)
+
+
+def _base(doc: Any, entry: Entry) -> tuple[View, int]:
+    """An empty view at the base's offset, and how many entity lines fill it."""
+    offset, skipped, entities = (_count(doc, key) for key in ("offset", "skipped", "entities"))
+    name = entry.name
+    if not entry.json or entry.state_compaction is None:
+        raise ValueError(f"a base for stream {name!r}, which is not a compacting JSON stream")
+    if not 0 < offset <= entry.tail or offset < entry.fork_offset:
+        raise ValueError(
+            f"the base offset {offset} of stream {name!r} is not within its own range "
+            f"({max(1, entry.fork_offset)} to its tail {entry.tail})"
+        )
+    view = View(sys.maxsize, sys.maxsize, offset, skipped)  # the server's bounds: at import
+    return view, entities
+
+
+def _entity(doc: Any, view: View) -> None:
+    type_, key = _get(doc, "type", str), _get(doc, "key", str)
+    if not (type_ and key):
+        raise ValueError("an entity's type and key are not empty")
+    if (type_, key) in view.entities:
+        raise ValueError(f"entity {type_!r}/{key!r} is given twice"[:200])
+    offset = _count(doc, "offset")
+    if not 0 < offset <= view.offset:
+        raise ValueError(f"entity offset {offset} is not within its base (1 to {view.offset})")
+    txid, timestamp = _get(doc, "txid", str, none=True), _get(doc, "timestamp", str, none=True)
+    if "value" not in doc:
+        raise ValueError("value is missing")
+    try:
+        message = insert_message(type_, key, doc["value"], txid, timestamp)
+    except (ValueError, TypeError, RecursionError) as error:
+        raise ValueError(f"an entity's value is not JSON: {error}") from None
+    view.put(type_, key, Entity(message, offset, txid, timestamp))
 
 
 def _body(kind: str, value: Any, entry: Entry) -> bytes:
@@ -244,10 +330,6 @@ def _entry(doc: Any, seen: set[str]) -> Entry:
         _count(doc, "tail"),
         _count(doc, "records"),
     )
-
-
-def _producer(doc: Any) -> Producer:
-    return Producer(_get(doc, "id", str), _count(doc, "epoch"), _count(doc, "seq"))
 
 
 def _get(doc: Any, key: str, kind: type | tuple[type, ...], *, none: bool = False) -> Any:

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import attrs
+import trio
 
 from actors import messages as m
 from actors.service import Streams
+from state import checkpoint
 from streams.cli import archive
 from streams.cli.offline import CommandError, add_data_dir, failure, run
 from streams.protocol.errors import ProtocolError
@@ -27,14 +28,8 @@ DESCRIPTION = """\
 Write streams to a backup file: each stream's configuration, closure, Stream-Seq, producers
 and its records in order, so `streams import` gives every stream back with the same offsets.
 Without NAMEs, every stream; a named fork brings the streams it forks from. A compacted
-State Protocol stream cannot be given its offsets back, so it is refused (--skip-compacted
-leaves it and its forks out). Runs offline: no server may hold the data directory."""
-
-
-@attrs.frozen
-class Summary:
-    written: list[str]
-    skipped: list[tuple[str, str]]  # name, why
+State Protocol stream is written as its base (the offset its log starts at, and its state as
+of then) and its records after it. Runs offline: no server may hold the data directory."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,38 +48,31 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="where to write ('-', the default: standard output); a file appears whole or not "
         "at all",
     )
-    parser.add_argument(
-        "--skip-compacted",
-        action="store_true",
-        help="leave out compacted streams and their forks (named on stderr) instead of failing",
-    )
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    def export_to(sink: BinaryIO) -> Summary:
-        async def operation(streams: Streams) -> Summary:
-            return await export(streams, args.names, sink, skip_compacted=args.skip_compacted)
+    def export_to(sink: BinaryIO) -> list[str]:
+        async def operation(streams: Streams) -> list[str]:
+            return await export(streams, args.names, sink)
 
         return run(args.data_dir, operation)
 
     if args.output == "-":
-        summary = export_to(sys.stdout.buffer)
+        written = export_to(sys.stdout.buffer)
         sys.stdout.buffer.flush()
     else:
-        summary = _to_file(Path(args.output), export_to)
-    for name, why in summary.skipped:
-        print(f"streams: skipped {name!r}: {why}", file=sys.stderr)
-    print(f"exported {len(summary.written)} stream(s)", file=sys.stderr)
+        written = _to_file(Path(args.output), export_to)
+    print(f"exported {len(written)} stream(s)", file=sys.stderr)
     return 0
 
 
-def _to_file(path: Path, export_to: Callable[[BinaryIO], Summary]) -> Summary:
+def _to_file(path: Path, export_to: Callable[[BinaryIO], list[str]]) -> list[str]:
     """Written beside `path`, synced, then renamed over it: a failed export leaves no file."""
     temporary = path.with_name(path.name + ".tmp")
     try:
         with open(temporary, "wb") as sink:
-            summary = export_to(sink)
+            written = export_to(sink)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, path)
@@ -92,37 +80,26 @@ def _to_file(path: Path, export_to: Callable[[BinaryIO], Summary]) -> Summary:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    return summary
+    return written
 
 
-@attrs.frozen
-class Planned:
-    """What choosing and ordering a stream takes (its full state is asked again when it is
-    written: a plan of every stream stays small)."""
-
-    name: str
-    depth: int
-    base: int
-    source: str | None
-
-
-async def export(
-    streams: Streams, names: list[str], sink: BinaryIO, *, skip_compacted: bool = False
-) -> Summary:
+async def export(streams: Streams, names: list[str], sink: BinaryIO) -> list[str]:
     """Writes the streams `names` (all if empty) and their fork sources to `sink`, sources
-    before forks; refuses a compacted stream unless `skip_compacted`."""
-    chosen, skipped = _compacted_out(await _plan(streams, names), skip_compacted)
+    before forks; returns the names written."""
+    chosen = await _plan(streams, names)
     sink.write(archive.header(time.time()))
     for name in chosen:
         exported = await _export(streams, name)
         sink.write(archive.stream_line(entry(name, exported)))
+        if exported.snapshot.base:
+            await _base(streams, name, sink)
         written = await _records(streams, name, exported, sink)
         if written != exported.records:  # nobody else writes: the log does not hold its state
             raise CommandError(
                 f"stream {name!r}: {written} records read, its state counts {exported.records}"
             )
     sink.write(archive.trailer(len(chosen)))
-    return Summary(chosen, skipped)
+    return chosen
 
 
 async def _export(streams: Streams, name: str) -> m.Exported:
@@ -133,10 +110,10 @@ async def _export(streams: Streams, name: str) -> m.Exported:
     return exported
 
 
-async def _plan(streams: Streams, wanted: list[str]) -> list[Planned]:
+async def _plan(streams: Streams, wanted: list[str]) -> list[str]:
     """The streams to export and their sources, each fork after its source."""
     names = wanted or await streams.registry.storage.names()
-    found: dict[str, Planned] = {}
+    found: dict[str, int] = {}  # name -> fork depth
     queue = [(name, "named" if wanted else "stored") for name in names]
     while queue:
         name, why = queue.pop()
@@ -151,33 +128,23 @@ async def _plan(streams: Streams, wanted: list[str]) -> list[Planned]:
                 continue
             raise CommandError(f"no stream {name!r}" if why == "named" else why) from None
         source = snapshot.config.fork_source
-        found[name] = Planned(name, snapshot.config.fork_depth, snapshot.base, source)
+        found[name] = snapshot.config.fork_depth
         if source is not None:
             queue.append((source, f"stream {name!r} forks {source!r}, which is missing"))
-    return sorted(found.values(), key=lambda planned: (planned.depth, planned.name))
+    return sorted(found, key=lambda name: (found[name], name))
 
 
-def _compacted_out(planned: list[Planned], skip: bool) -> tuple[list[str], list[tuple[str, str]]]:
-    chosen, skipped, left_out = [], [], set()
-    for stream in planned:
-        name, base, source = stream.name, stream.base, stream.source
-        if base:
-            why = (
-                f"compacted: its history before offset {base} is gone, so an import could "
-                "not give it its offsets back"
-            )
-            if not skip:
-                raise CommandError(
-                    f"stream {name!r} is {why}; pass --skip-compacted to leave it and its forks out"
-                )
-        elif source in left_out:
-            why = f"it forks {source!r}, which is left out"
-        else:
-            chosen.append(name)
-            continue
-        left_out.add(name)
-        skipped.append((name, why))
-    return chosen, skipped
+async def _base(streams: Streams, name: str, sink: BinaryIO) -> None:
+    """A compacted stream's base: the view its log starts with, as JSON lines."""
+    try:
+        incarnation, blob = await streams.registry.call(name, m.BaseView())
+    except ProtocolError as error:
+        raise failure(name, error) from None
+    unbounded = sys.maxsize  # a view the server kept: its bounds were checked then
+    view = await trio.to_thread.run_sync(checkpoint.decode, blob, incarnation, unbounded, unbounded)
+    if view is None:
+        raise CommandError(f"stream {name!r}: its base record holds no usable view")
+    sink.writelines(archive.base_lines(view))
 
 
 def entry(name: str, exported: m.Exported) -> archive.Entry:
@@ -199,15 +166,16 @@ def entry(name: str, exported: m.Exported) -> archive.Entry:
         snapshot.soft_deleted,
         snapshot.tail,
         exported.records,
+        snapshot.base,
     )
 
 
 async def _records(streams: Streams, name: str, exported: m.Exported, sink: BinaryIO) -> int:
-    """The stream's own records, one line each: internal reads (a soft-deleted stream is
-    read too, and no TTL slides)."""
+    """The records its log holds (from its fork offset, or its base), one line each:
+    internal reads (a soft-deleted stream is read too, and no TTL slides)."""
     snapshot = exported.snapshot
     json_stream = is_json(snapshot.config.content_type)
-    position, count = snapshot.config.fork_offset, 0
+    position, count = max(snapshot.config.fork_offset, snapshot.base), 0
     while position < snapshot.tail:
         read = await streams.read(name, position, READ_BYTES, internal=True, ends=True)
         start = position

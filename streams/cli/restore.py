@@ -14,6 +14,7 @@ import attrs
 
 from actors import messages as m
 from actors.service import Fork, Streams
+from state.view import View
 from streams.cli import archive
 from streams.cli.export import entry as exported_entry
 from streams.cli.offline import CommandError, add_data_dir, failure, run
@@ -25,13 +26,13 @@ from streams.protocol.records import StreamConfig
 DESCRIPTION = """\
 Read a file written by `streams export` into a data directory (made if missing). Each stream
 is created and its records appended through its actor with the same boundaries, so every
-offset is the exported one; its producers, Stream-Seq and closure are restored (a retried
-append dedupes as before), each fork is created from its imported source at the same
-offset, and soft-deleted streams are deleted again once their forks exist. The whole file
-is checked before anything is written, an existing stream is refused unless --replace, and
-each imported stream is compared with its export. TTLs start again; a stream whose
-Expires-At has passed is left out (a server would delete it at once). Runs offline: no
-server may hold the data directory."""
+offset is the exported one (a compacted stream's log starts at its base again); its
+producers, Stream-Seq and closure are restored (a retried append dedupes as before), each
+fork is created from its imported source at the same offset, and soft-deleted streams are
+deleted again once their forks exist. The whole file is checked before anything is written,
+an existing stream is refused unless --replace, and each imported stream is compared with
+its export. TTLs start again; a stream whose Expires-At has passed is left out (a server
+would delete it at once). Runs offline: no server may hold the data directory."""
 
 R = TypeVar("R")
 
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _items(path: Path) -> Iterator[archive.Entry | bytes]:
+def _items(path: Path) -> Iterator[archive.Entry | View | bytes]:
     try:
         with open(path, "rb") as file:
             yield from archive.read(file)
@@ -113,8 +114,11 @@ async def restore(
             if current is not None:
                 await _finish(streams, current, batch, imported)
             current, batch, size = None if item.name in skipped else item, [], 0
-            if current is not None:
+            if current is not None and not current.base:  # else created with its base, next
                 await _create(streams, current, imported)
+        elif isinstance(item, View):
+            if current is not None:
+                await _create(streams, current, imported, item)
         elif current is not None:
             batch.append(AppendRequest(current.content_type, item, restore=True))
             size += len(item)
@@ -156,7 +160,9 @@ async def _call(call: Awaitable[R], name: str, imported: list[str]) -> R:
         raise _stopped(name, error.detail or error.title, imported) from None
 
 
-async def _create(streams: Streams, e: archive.Entry, imported: list[str]) -> None:
+async def _create(
+    streams: Streams, e: archive.Entry, imported: list[str], base: View | None = None
+) -> None:
     config = StreamConfig(
         e.content_type,
         e.ttl,
@@ -165,7 +171,8 @@ async def _create(streams: Streams, e: archive.Entry, imported: list[str]) -> No
         state_compaction=e.state_compaction,
     )
     fork = None if e.fork_source is None else Fork(e.fork_source, e.fork_offset)
-    reply = await _call(streams.create(e.name, CreateRequest(config), fork), e.name, imported)
+    creating = streams.create(e.name, CreateRequest(config), fork, base)
+    reply = await _call(creating, e.name, imported)
     if reply.status != 201:
         raise _stopped(e.name, "it exists already", imported)
 

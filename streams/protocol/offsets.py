@@ -13,7 +13,7 @@ import re
 from streams.protocol.errors import bad_request
 
 _WIDTH = 16
-_MAX = 10**_WIDTH - 1
+MAX = 10**_WIDTH - 1
 _TOKEN = re.compile(r"([0-9]{16})_([0-9]{16})")
 
 
@@ -23,7 +23,7 @@ class Sentinel(enum.Enum):
 
 
 def encode(position: int) -> str:
-    if not 0 <= position <= _MAX:
+    if not 0 <= position <= MAX:
         raise ValueError(f"position out of range: {position}")
     return f"{0:0{_WIDTH}d}_{position:0{_WIDTH}d}"
 
