@@ -38,24 +38,26 @@ class Batch:
 
     @property
     def up_to_date(self) -> bool:
-        """It reaches the stream's tail as of this batch."""
-        return self.end == self.snapshot.tail
+        """It reaches the stream's tail as of this batch (or a follow from past it)."""
+        return self.end >= self.snapshot.tail
 
     @property
     def closed(self) -> bool:
         """The stream is closed and this batch reaches its tail: the last batch."""
-        return self.snapshot.closed and self.end == self.snapshot.tail
+        return self.snapshot.closed and self.up_to_date
 
 
 class Follower:
     """`async for batch in streams.follow(name, start)`: the batches of `name` from `start`.
 
-    The first batch is what is committed from `start` now (empty at the tail: it still says
-    where the follow stands); each later one holds data, except a last empty one that says the
-    stream was closed. Reads stitch forks as `Streams.read` does. Iteration ends after a
-    `closed` batch, or when the stream is deleted (`gone` then says how: 404, or 410 for a
-    soft delete; a stream deleted and created again is 404 too). Errors of the first read
-    (404, offset out of range) are raised; so are failures other than deletion.
+    The first batch is what is committed from `start` now, from the start of the record
+    holding it (empty at or past the tail: it still says where the follow stands); each later
+    one holds data (from past the tail: from the first record that ends after `start`, whole),
+    except a last empty one that says the stream was closed. Reads stitch forks as
+    `Streams.read` does. Iteration ends after a `closed` batch, or when the stream is deleted
+    (`gone` then says how: 404, or 410 for a soft delete; a stream deleted and created again is
+    404 too). Errors of the first read (404, 410 compacted) are raised; so are failures other
+    than deletion.
 
     Cancelling a wait (a timeout around `__anext__`) loses nothing: the next call goes on
     from the same position. It keeps no batch's data.
@@ -101,7 +103,7 @@ class Follower:
         incarnation = snapshot.incarnation
         while True:
             changed = snapshot.changed
-            if end == snapshot.tail:
+            if end >= snapshot.tail:  # past it: until a record ends after `end`
                 await changed.wait()
             added = changed.added
             if added is not None and added.start == end and len(added.data) <= self._limit:
@@ -110,6 +112,6 @@ class Follower:
                 result = await self._read(end)
             if result.snapshot.incarnation != incarnation:
                 raise not_found("the stream was deleted and created again")
-            if result.data or (result.snapshot.closed and result.end == result.snapshot.tail):
+            if result.data or (result.snapshot.closed and result.end >= result.snapshot.tail):
                 return result
             end, snapshot = result.end, result.snapshot

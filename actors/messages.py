@@ -62,6 +62,9 @@ class Read(Ask["ReadResult"]):
     # `end` is still where the whole read ends, a record boundary. None: all of it.
     fetch: int | None = None
     ends: bool = False  # say where each record read ends (`ReadResult.ends`): a view's fold
+    # Start exactly at `start` (a later piece of a read, or a fold at positions it knows).
+    # Otherwise reads are record-granular: from inside a record they start at its start.
+    exact: bool = False
 
 
 @attrs.frozen

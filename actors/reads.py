@@ -18,8 +18,10 @@ async def read(
 ) -> m.ReadResult:
     """Whole records from the start up to `max_bytes` (`end` is always a record boundary),
     of which only the first `fetch` bytes come back when given (a piece); a start in the
-    inherited range of a fork names the source to read instead."""
-    start = state.read_start(message.start)
+    inherited range of a fork names the source to read instead. A start inside a record
+    starts at that record unless `exact`; one past the tail reads nothing (`end` is that
+    start)."""
+    start = state.read_start(message.start, message.exact)
     if start < state.config.fork_offset:
         return m.ReadResult(snapshot, start, start, b"", state.config.fork_source)
     bound = state.tail if message.bound is None else message.bound

@@ -165,7 +165,9 @@ class Streams:
 
     async def inherited(self, source: str, start: int, bound: int, max_bytes: int) -> m.ReadResult:
         """A fork's inherited data from `source`'s chain, with record ends (a view's fold)."""
-        return await self.read(source, start, max_bytes, bound=bound, internal=True, ends=True)
+        return await self.read(
+            source, start, max_bytes, bound=bound, internal=True, ends=True, exact=True
+        )
 
     async def inherited_base(self, name: str) -> tuple[str, bytes]:
         """(incarnation, view) of the base of the compacted stream down `name`'s chain: a
@@ -192,13 +194,15 @@ class Streams:
         internal: bool = False,
         fetch: int | None = None,
         ends: bool = False,
+        exact: bool = False,
     ) -> m.ReadResult:
         """Stored bytes from `start`, stitched across fork boundaries: down the chain to the
         stream that holds `start`, then up it, topping up from each fork's own data (a loop,
         not recursion: chains can be deep). With `fetch`, only that many bytes come back (a
-        piece), though `end` is where the whole read ends."""
+        piece), though `end` is where the whole read ends. The stream that holds `start`
+        moves it to the start of its record unless `exact` (a later piece)."""
         result: m.ReadResult = await self.registry.call(
-            name, m.Read(start, max_bytes, bound, internal, fetch, ends)
+            name, m.Read(start, max_bytes, bound, internal, fetch, ends, exact)
         )
         chain: list[tuple[str, m.ReadResult, int | None]] = []
         while result.source is not None:
@@ -207,21 +211,20 @@ class Streams:
             bound = fork_offset if bound is None else min(bound, fork_offset)
             name = result.source
             result = await self.registry.call(
-                name, m.Read(result.start, max_bytes, bound, internal=True, fetch=fetch, ends=ends)
+                name, m.Read(result.start, max_bytes, bound, True, fetch, ends, exact)
             )
+        start = result.start  # where the stream that holds it placed the read
         for name, forked, bound in reversed(chain):
             fork_offset = forked.snapshot.config.fork_offset
             data, end = result.data, result.end
-            size = end - forked.start
+            size = end - start
             if end < fork_offset or size >= max_bytes or (bound is not None and end >= bound):
-                result = attrs.evolve(forked, end=end, data=data, ends=result.ends)
+                result = attrs.evolve(forked, start=start, end=end, data=data, ends=result.ends)
                 continue
             rest = None if fetch is None else fetch - len(data)  # 0 once the piece is full
             own: m.ReadResult = await self.registry.call(
                 name, m.Read(end, max_bytes - size, bound, internal=True, fetch=rest, ends=ends)
             )
             joined = data + own.data
-            result = m.ReadResult(
-                own.snapshot, forked.start, own.end, joined, ends=result.ends + own.ends
-            )
+            result = m.ReadResult(own.snapshot, start, own.end, joined, ends=result.ends + own.ends)
         return result

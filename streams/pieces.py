@@ -109,7 +109,13 @@ class ReadBody:
     async def _fetch(self, position: int, piece_bytes: int) -> bytes:
         bound = min(self.end, position + piece_bytes)
         piece = await self.streams.read(
-            self.name, position, piece_bytes, bound=bound, internal=True, fetch=piece_bytes
+            self.name,
+            position,
+            piece_bytes,
+            bound=bound,
+            internal=True,
+            fetch=piece_bytes,
+            exact=True,  # inside the read's first record, maybe
         )
         if piece.snapshot.incarnation != self.incarnation or len(piece.data) != bound - position:
             # deleted and created again since the read began: these bytes are not its own

@@ -262,9 +262,15 @@ class StreamMachine(RuleBasedStateMachine):
         if stream.gone:
             assert outcome(self.storage, lambda s: s.read(name, Sentinel.START, chunk)) == 410
             return
-        position = data.draw(st.sampled_from(sorted(stream.marks)))
+        tail = max(stream.marks)
+        position = data.draw(
+            st.sampled_from(sorted(stream.marks)) | st.integers(0, tail + 3), label="position"
+        )
+        # Reads are record-granular: from inside a record, that record and what follows; from
+        # past the tail, nothing (the marks are the record boundaries, the tail the last).
+        boundary = max(p for p in stream.marks if p <= position)
         items = run(self.storage, lambda s: read_all(s, name, position, chunk, stream.json))
-        assert items == stream.items[stream.marks[position] :]
+        assert items == stream.items[stream.marks[boundary] :]
 
     @invariant()
     def heads_agree(self) -> None:
@@ -280,13 +286,16 @@ class StreamMachine(RuleBasedStateMachine):
 async def read_all(
     streams: Streams, name: str, position: int, chunk: int, as_json: bool
 ) -> list[Any]:
-    """Read from `position` to the tail in chunks; offsets must strictly increase."""
+    """Read from `position` to the tail in chunks; offsets must strictly increase. The first
+    read starts at or before `position` (the start of its record), or there past the tail."""
     stored = b""
     while True:
         result = await streams.read(name, position, chunk)
-        assert result.end >= position
+        assert result.end >= position and result.start <= position
+        assert result.start == position or result.data  # moved back only to read a record
         stored += result.data
-        if result.end == result.snapshot.tail:
+        if result.end >= result.snapshot.tail:
+            assert result.end == max(position, result.snapshot.tail)
             break
         assert result.end > position
         position = result.end

@@ -111,7 +111,9 @@ async def test_a_closed_stream_followed_from_its_end_ends_at_once() -> None:
         await create(streams, "s", b"abc")
         await append(streams, "s", b"", close=True)
         assert [shape(b) async for b in streams.follow("s", 3)] == [(3, 3, b"", True, True)]
-        assert [shape(b) async for b in streams.follow("s", 1)] == [(1, 3, b"bc", True, True)]
+        # from inside its last record: that record whole; from past its end: the end at once
+        assert [shape(b) async for b in streams.follow("s", 1)] == [(0, 3, b"abc", True, True)]
+        assert [shape(b) async for b in streams.follow("s", 7)] == [(7, 7, b"", True, True)]
 
 
 async def test_errors_of_the_first_read_are_raised() -> None:
@@ -119,10 +121,63 @@ async def test_errors_of_the_first_read_are_raised() -> None:
         with pytest.raises(ProtocolError) as missing:
             await anext(streams.follow("nothing", Sentinel.START))
         assert missing.value.status == 404
+
+
+async def test_a_follow_from_inside_a_record_starts_with_that_record_whole() -> None:
+    async with service() as (streams, _):
         await create(streams, "s", b"abc")
-        with pytest.raises(ProtocolError) as beyond:
-            await anext(streams.follow("s", 4))
-        assert beyond.value.code == "OFFSET_OUT_OF_RANGE"
+        await append(streams, "s", b"defg")
+        follower = streams.follow("s", 4)
+        assert shape(await next_batch(follower)) == (3, 7, b"defg", True, False)
+
+
+async def test_a_follow_from_past_the_tail_waits_for_a_record_that_ends_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Upstream's Yjs server reads from one byte past offsets it was given (its bug #397):
+    it must get the next record whole, as from the reference server, not part of it."""
+    async with service() as (streams, _):
+        await create(streams, "s", b"abc")
+        follower = streams.follow("s", 5)  # the tail is 3
+        assert shape(await next_batch(follower)) == (5, 5, b"", True, False)
+        got: list[tuple[int, int, bytes, bool, bool]] = []
+
+        async def follow(follower: Follower) -> None:
+            got.append(shape(await next_batch(follower)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow, follower)
+            await trio.testing.wait_all_tasks_blocked()
+            await append(streams, "s", b"d")  # ends at 4: before the position
+            await append(streams, "s", b"e")  # ends at 5: at it, so not after it
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await append(streams, "s", b"fghij")  # [5, 10)
+        assert got == [(5, 10, b"fghij", True, False)]
+        assert follower.position == 10  # a record boundary again
+        beyond = streams.follow("s", 12)
+        assert shape(await next_batch(beyond)) == (12, 12, b"", True, False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow, beyond)
+            await trio.testing.wait_all_tasks_blocked()
+            await append(streams, "s", b"klmnopq")  # [10, 17) holds 12: from 10, whole
+        assert got[1] == (10, 17, b"klmnopq", True, False)
+
+
+async def test_a_closed_stream_followed_from_past_its_tail_ends_when_it_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with service() as (streams, _):
+        await create(streams, "s", b"abc")
+        follower = streams.follow("s", 9)
+        assert shape(await next_batch(follower)) == (9, 9, b"", True, False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(append, streams, "s", b"de")  # [3, 5): before 9
+            await trio.testing.wait_all_tasks_blocked()
+            await append(streams, "s", b"", close=True)
+            assert shape(await next_batch(follower)) == (9, 9, b"", True, True)
+        with pytest.raises(StopAsyncIteration):
+            await anext(follower)
 
 
 async def test_batches_are_bounded_and_pieces_hold_only_their_first_bytes() -> None:

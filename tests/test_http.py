@@ -144,6 +144,25 @@ def test_long_poll_times_out_with_204(client: httpx.Client) -> None:
     assert "Stream-Cursor" in response.headers
 
 
+def test_reads_are_record_granular(client: httpx.Client) -> None:
+    """Upstream's Yjs server reads from one byte past the offsets it is given (its bug
+    #397), as the reference server allows: inside a record, that record whole; past the
+    tail, 200 and empty (tests/test_record_reads.py has the rest)."""
+    octet = {"Content-Type": "application/octet-stream"}
+    client.put("granular", content=b"abc", headers=octet)
+    tail = client.post("granular", content=b"defg", headers=octet).headers["Stream-Next-Offset"]
+    inside = client.get("granular", params={"offset": "0000000000000000_0000000000000004"})
+    assert (inside.status_code, inside.content) == (200, b"defg")
+    assert inside.headers["Stream-Next-Offset"] == tail
+    past = "0000000000000000_0000000000000008"
+    after = client.get("granular", params={"offset": past})
+    assert (after.status_code, after.content) == (200, b"")
+    assert after.headers["Stream-Next-Offset"] == past
+    assert after.headers["Stream-Up-To-Date"] == "true"
+    poll = client.get("granular", params={"offset": past, "live": "long-poll"})
+    assert poll.status_code == 204 and poll.headers["Stream-Next-Offset"] == past
+
+
 def test_early_answers_leave_the_connection_usable(client: httpx.Client) -> None:
     """Requests refused before their body is read, on any path, must not wedge the keep-alive
     connection (Quart's own 404 for paths outside /v1/stream/ did, now and then)."""

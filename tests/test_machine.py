@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import accumulate
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from streams.protocol.machine import (
     check_stream_size,
     encode_body,
 )
+from streams.protocol.offsets import Sentinel
 from streams.protocol.records import AppendRecord, CreateRecord, SoftDeleteRecord, StreamConfig
 
 OCTET = "application/octet-stream"
@@ -917,6 +919,75 @@ def test_slices_properties(chunks: list[bytes], fork_offset: int, data: st.DataO
     assert sum(lengths[:-1]) < max_bytes, "no record starts once the limit is reached"
     if end < limit:
         assert sum(lengths) >= max_bytes, "a read ends early only at the limit"
+
+
+# ---- reads: where a read starts ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "placed"),
+    [
+        (Sentinel.START, 0),
+        (Sentinel.NOW, 35),
+        (0, 0),
+        (3, 0),  # inside a record: that whole record (as the reference server reads)
+        (9, 0),
+        (10, 10),  # a record boundary: itself
+        (14, 10),
+        (15, 15),
+        (34, 15),
+        (35, 35),  # the tail
+        (36, 36),  # past the tail: nothing yet, and that position is the next offset
+        (10**6, 10**6),
+    ],
+)
+def test_reads_start_at_the_record_holding_the_position(start: int | Sentinel, placed: int) -> None:
+    state, _ = build([b"0123456789", b"abcde", b"ABCDEFGHIJKLMNOPQRST"])
+    assert state.read_start(start) == placed
+
+
+def test_an_exact_read_starts_inside_a_record() -> None:
+    """The later pieces of one read are fetched by position."""
+    state, _ = build([b"0123456789", b"abcde"])
+    assert [state.read_start(p, exact=True) for p in (3, 10, 12, 15, 20)] == [3, 10, 12, 15, 20]
+
+
+def test_a_fork_places_reads_of_its_own_records_and_leaves_inherited_ones_to_the_source() -> None:
+    state, _ = build([b"abc", b"defg"], fork_offset=100)
+    assert [state.read_start(p) for p in (0, 50, 99)] == [0, 50, 99]  # the source's to place
+    own = [state.read_start(p) for p in (100, 102, 103, 106, 107, 200)]
+    assert own == [100, 100, 103, 103, 107, 200]
+
+
+def test_a_json_record_of_many_messages_is_read_whole() -> None:
+    # messages 1, 22, 333 in one record, 4444 in the next; boundaries 0, 2, 5 | 9 | 14
+    state, log = build([b"1,22,333,", b"4444,"], JSON)
+    for position in (2, 5, 8):
+        start = state.read_start(position)
+        assert start == 0
+        assert state.json_body(log.read(state.slices(start, state.tail, 100)[0])) == (
+            b"[1,22,333,4444]"
+        )
+
+
+def test_reads_below_the_base_of_a_compacted_stream_are_gone_past_the_tail_are_not() -> None:
+    state, _ = build([b"0123456789", b"abcde"])
+    state.rebase(10, (0, 0), 0)
+    rejects(lambda: state.read_start(9), 410, "STREAM_COMPACTED")
+    assert [state.read_start(p) for p in (10, 12, 15, 16)] == [10, 10, 15, 16]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=6), max_size=6), st.integers(0, 40))
+def test_a_read_returns_every_record_that_ends_after_its_position(
+    chunks: list[bytes], position: int
+) -> None:
+    state, log = build(chunks)
+    start = state.read_start(position)
+    data = log.read(state.slices(start, state.tail, 1 << 20)[0])
+    ends = list(accumulate(len(c) for c in chunks))
+    after = [c for c, end in zip(chunks, ends, strict=True) if end > position]
+    assert data == b"".join(after)
+    assert start == (state.tail - len(data) if after else position)
 
 
 # ---- sub-offsets: advance ---------------------------------------------------------------

@@ -82,6 +82,47 @@ def test_an_empty_read_of_an_open_stream_is_revalidated_a_closed_one_is_cached()
     assert read_reply(closed).headers["ETag"] == caching.etag("inc", 5, 5, True)
 
 
+def test_a_read_from_past_the_tail_says_where_it_asked_and_that_it_is_up_to_date() -> None:
+    """PROTOCOL.md 5.6: 200, an empty body, and Stream-Next-Offset the requested offset. It
+    holds all there is, so Stream-Up-To-Date (the reference server says so too); a cursor and
+    a revalidated ETag of the empty range, as an empty read at the tail gets: a record that
+    ends after the position changes the answer. Closed: EOF, cached like any EOF."""
+    past = attrs.evolve(VIEW, start=8, end=8)  # the tail is 5
+    assert past.up_to_date and not past.eof
+    reply = read_reply(past, start=8)
+    assert reply.status == 200
+    assert reply.headers == {
+        "Stream-Next-Offset": offsets.encode(8),
+        "Stream-Up-To-Date": "true",
+        "Stream-Cursor": "1000",
+        "Content-Type": "text/plain",
+        "ETag": caching.etag("inc", 8, 8, False),
+        "Cache-Control": "no-cache",
+    }
+    closed = attrs.evolve(past, closed=True)
+    assert closed.eof
+    assert read_reply(closed, start=8).headers == {
+        "Stream-Next-Offset": offsets.encode(8),
+        "Stream-Up-To-Date": "true",
+        "Stream-Closed": "true",
+        "Content-Type": "text/plain",
+        "ETag": caching.etag("inc", 8, 8, True),
+        "Cache-Control": caching.catch_up_cache_control(None),
+    }
+    timeout = responses.no_data_reply(past, None, NOW, JITTER)  # a long-poll's 204
+    assert timeout.status == 204
+    assert timeout.headers["Stream-Next-Offset"] == offsets.encode(8)
+    assert timeout.headers["Stream-Up-To-Date"] == "true"
+    control = json.loads(responses.sse_control(past, None, NOW, JITTER).split(b"data:")[1])
+    assert control == {
+        "streamNextOffset": offsets.encode(8),
+        "streamCursor": "1000",
+        "upToDate": True,
+    }
+    last = json.loads(responses.sse_control(closed, None, NOW, JITTER).split(b"data:")[1])
+    assert last == {"streamNextOffset": offsets.encode(8), "streamClosed": True, "upToDate": True}
+
+
 def test_if_none_match_gives_304_without_content_type_but_never_live() -> None:
     tag = caching.etag("inc", 0, 5, False)
     not_modified = read_reply(VIEW, if_none_match=tag)

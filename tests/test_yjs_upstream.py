@@ -40,25 +40,6 @@ NATIVE_ENV = {
 }
 TIMEOUT = 300  # a test that fails waits out its own 10 s timeouts
 
-# Pass over Node, fail over this server until reads are record-granular (issue 13, section 1):
-# upstream's YjsServer adds 1 to the byte part of a `Stream-Next-Offset` (durable-streams
-# #397) and reads from there; this server answers 400 OFFSET_OUT_OF_RANGE past the tail, so
-# the provider never syncs ("Sync timeout") and compaction reads a cut record ("Compaction
-# error: Unexpected end of array"). Emptied when the record-granular reads land.
-AWAITING_RECORD_READS = frozenset(
-    {
-        "should handle rapid writes that trigger batching",
-        "should handle multiple rapid bursts",
-        "should sync correctly through compaction",
-        "should include updates written after compaction",
-        "should avoid concurrent compactions and keep updates",
-        "should sync correctly when client resumes from pre-snapshot offset",
-        "should handle deleted snapshot by retrying discovery",
-        "should discover latest snapshot after multiple compactions",
-        "should preserve document state across restarts",
-    }
-)
-
 # What the suite cannot run in URL mode, whatever the server (so not failures of ours):
 NEEDS_IN_PROCESS_SERVERS = {  # fail: they dereference the suite's servers, null in this mode
     "should recover from TTL expiry by re-creating stream on POST": "deletes the awareness "
@@ -112,10 +93,9 @@ def test_yjs_server_over_ours_passes_what_it_passes_over_node(tmp_path: Path) ->
     regressions = {title for title in passed_on_node if on_ours[title] != "passed"}
     print(f"over Node: {len(passed_on_node)}/{TESTS} passed; over ours: {TESTS - len(regressions)}")
     assert passed_on_node == set(on_node), "fails over Node too:\n" + "\n".join(node.failures)
-    unexpected = regressions - AWAITING_RECORD_READS
-    assert not unexpected, failing(ours, unexpected) + "\n" + ours.output
-    fixed = AWAITING_RECORD_READS - regressions
-    assert not fixed, f"now pass over this server, drop them from AWAITING_RECORD_READS: {fixed}"
+    # It relies on record-granular reads (durable-streams #397: it reads from one byte past
+    # offsets it was given), which this server has as the reference server does.
+    assert not regressions, failing(ours, regressions) + "\n" + ours.output
 
 
 def has_native_yjs(base_url: str) -> bool:

@@ -392,9 +392,13 @@ class StreamState:
 
     # ---- reads --------------------------------------------------------------------------
 
-    def read_start(self, start: int | Sentinel) -> int:
-        """Where a read from `start` begins: `-1` is the start, `now` the tail; past the tail
-        is refused."""
+    def read_start(self, start: int | Sentinel, exact: bool = False) -> int:
+        """Where a read from `start` begins: `-1` is the start, `now` the tail. Reads are
+        record-granular, as the reference server's: a position inside a record starts at that
+        record (every record that ends after it is read), and a position past the tail reads
+        nothing yet (200, empty, that position as the next offset; a live read waits for the
+        first record that ends after it). `exact` starts exactly there instead (a later piece
+        of a read). A position in a fork's inherited range is left for the source to place."""
         match start:
             case Sentinel.START:
                 position = 0
@@ -404,9 +408,9 @@ class StreamState:
                 position = start
         if position < self.base:
             raise compacted(self.base)
-        if position > self.tail:
-            raise bad_request("offset is beyond the stream's tail", code="OFFSET_OUT_OF_RANGE")
-        return position
+        if exact or position < self.config.fork_offset:
+            return position
+        return self.record_start(position)
 
     def slices(self, start: int, bound: int, max_bytes: int) -> tuple[list[Slice], int]:
         """Slices of own data from `start`, whole records up to `max_bytes` (at least one),

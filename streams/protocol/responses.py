@@ -132,12 +132,13 @@ class ReadView:
 
     @property
     def up_to_date(self) -> bool:
-        return self.end == self.tail
+        """It read to the tail: all there is (a read from past the tail too)."""
+        return self.end >= self.tail
 
     @property
     def eof(self) -> bool:
-        """Closed, and read to its end: nothing will ever follow."""
-        return self.closed and self.end == self.tail
+        """Closed, and read to its end (or from past it): nothing will ever follow."""
+        return self.closed and self.up_to_date
 
 
 def live_headers(view: ReadView, cursor: str | None, now: float, jitter: int) -> dict[str, str]:
