@@ -31,8 +31,9 @@ import trio
 
 from actors import messages as m
 from actors.service import Streams
-from actors.storage.subscriptions import SubscriptionStore
+from actors.storage.subscriptions import SubscriptionStore, load_ring
 from actors.webhooks import Webhooks
+from streams.protocol import subscription_views as views
 from streams.protocol import wake_tokens
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest
@@ -75,7 +76,7 @@ class Subscriptions:
         self.random_bytes = random_bytes
         self.subs: dict[str, Subscription] = {}
         self.tails: dict[str, int] = {}  # of the linked streams, as last noted
-        self.ring: KeyRing | None = None
+        self._ring: KeyRing | None = None
         self._locks: dict[str, trio.Lock] = {}
         self._busy: set[tuple[str, int]] = set()  # (id, generation) being delivered or posted
         self._kicked: set[str] = set()
@@ -99,13 +100,7 @@ class Subscriptions:
                 await self.webhooks.aclose()
 
     async def _load(self) -> None:
-        raw = await self.store.load_keys()
-        now = self.clock()
-        if raw is None:
-            self.ring = KeyRing.new(self.random_bytes(SEED_BYTES), self.random_bytes(32), now)
-            await self.store.save_keys(self.ring.encode())
-        else:
-            self.ring = KeyRing.decode(raw)
+        self._ring = await load_ring(self.store, self.clock(), self.random_bytes)
         await self._maybe_rotate()
         for record in await self.store.load():
             try:
@@ -124,15 +119,17 @@ class Subscriptions:
                 if path not in self.tails:
                     self.tails[path] = await self._tail(path)
 
+    @property
+    def ring(self) -> KeyRing:
+        assert self._ring is not None, "run() loads the keys first"
+        return self._ring
+
     async def _maybe_rotate(self) -> None:
-        ring = self.ring
-        assert ring is not None
-        if ring.due(self.clock(), self.limits.key_max_age):
+        if self.ring.due(self.clock(), self.limits.key_max_age):
             await self.rotate()
 
     async def rotate(self) -> None:
         """A new active signing key; the old one stays published (`key_publish`)."""
-        assert self.ring is not None
         self.ring.rotate(self.random_bytes(SEED_BYTES), self.clock(), self.limits.key_publish)
         await self.store.save_keys(self.ring.encode())
         logger.info("webhook signing key rotated: now %s", self.ring.active.kid)
@@ -145,7 +142,6 @@ class Subscriptions:
         return 0 if snapshot.soft_deleted else snapshot.tail
 
     def _time(self) -> Clock:
-        assert self.ring is not None
         return Clock(
             self.clock(),
             lambda: "w_" + self.random_bytes(12).hex(),
@@ -239,8 +235,8 @@ class Subscriptions:
     async def _deliver(self, sub: Subscription, generation: int) -> None:
         try:
             await self._maybe_rotate()
-            assert self.ring is not None and sub.config.webhook_url is not None
-            body = json.dumps(sub.payload(self.tails)).encode()
+            assert sub.config.webhook_url is not None
+            body = json.dumps(views.payload(sub, self.tails)).encode()
             signature = self.ring.sign(body, self.clock())
             outcome = await self.webhooks.post(sub.config.webhook_url, body, signature)
             if not outcome.ok:
@@ -264,7 +260,7 @@ class Subscriptions:
         try:
             stream = sub.config.wake_stream
             assert stream is not None
-            event = json.dumps(sub.wake_event(self.clock(), self.tails)).encode()
+            event = json.dumps(views.wake_event(sub, self.clock(), self.tails)).encode()
             try:
                 snapshot: m.Snapshot = await self.streams.registry.call(stream, m.Describe())
                 request = AppendRequest(snapshot.config.content_type, event)
@@ -287,7 +283,6 @@ class Subscriptions:
         return sub
 
     def signing(self, base_url: str) -> dict[str, str]:
-        assert self.ring is not None
         return {
             "alg": "ed25519",
             "kid": self.ring.active.kid,
@@ -295,11 +290,10 @@ class Subscriptions:
         }
 
     def jwks(self) -> dict[str, Any]:
-        assert self.ring is not None
         return self.ring.jwks()
 
     def describe(self, id: str, base_url: str) -> dict[str, Any]:
-        return self._get(id).describe(self.tails, self.signing(base_url))
+        return views.describe(self._get(id), self.tails, self.signing(base_url))
 
     async def create(self, id: str, config: Config, base_url: str) -> bool:
         """Create (True) or re-confirm (False) a subscription; 409 if it differs."""
@@ -393,7 +387,6 @@ class Subscriptions:
             sub = self._get(id)
             if sub.config.kind != kind:
                 raise error(400, "INVALID_REQUEST", f"the subscription is not {kind}")
-            assert self.ring is not None
             claims = wake_tokens.verify(self.ring.token_key, token, self.clock())
             self._absorb()
             result = sub.ack(claims, body, self.tails, self._time())
@@ -404,7 +397,6 @@ class Subscriptions:
     async def release(self, id: str, token: str, body: dict[str, Any]) -> None:
         async with self._lock(id):
             sub = self._get(id)
-            assert self.ring is not None
             claims = wake_tokens.verify(self.ring.token_key, token, self.clock())
             self._absorb()
             sub.release(claims, body, self.tails, self._time())

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streams.protocol import offsets, wake_tokens
+from streams.protocol import subscription_views as views
 from streams.protocol.errors import ProtocolError
 from streams.protocol.subscription_config import Config, Limits, glob_match, parse_config
 from streams.protocol.subscriptions import BEFORE_FIRST, Clock, Subscription
@@ -136,7 +137,7 @@ def test_a_new_matching_stream_is_linked_before_its_data_and_wakes() -> None:
     assert wake is not None and wake.generation == 1 and wake.snapshot == {"events/a": 10}
     assert sub.due(1000.0) == "deliver"
     assert not sub.maybe_wake(tails, clock())  # one wake in flight at a time
-    payload = sub.payload(tails)
+    payload = views.payload(sub, tails)
     assert payload["callback_url"] == "http://h/v1/stream/__ds/subscriptions/s1/callback"
     assert payload["streams"][0]["has_pending"] is True
     assert claims_of(payload["callback_token"]).generation == 1
@@ -287,7 +288,7 @@ def test_claim_ack_release() -> None:
     sub.committed("events/a", 10, 100)
     assert sub.maybe_wake(tails, clock())
     assert sub.due(0.0) == "post"
-    event = sub.wake_event(1.5, tails)
+    event = views.wake_event(sub, 1.5, tails)
     assert event == {
         "type": "wake",
         "subscription_id": "p1",

@@ -14,12 +14,14 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
 from actors.storage import framing
+from streams.protocol.webhook_signing import SEED_BYTES, KeyRing
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +145,15 @@ class FileSubscriptions:
 
     async def save_keys(self, ring: bytes) -> None:
         await trio.to_thread.run_sync(self._write, KEYS, ring)
+
+
+async def load_ring(
+    store: SubscriptionStore, now: float, random_bytes: Callable[[int], bytes]
+) -> KeyRing:
+    """The signing keys kept in `store`, or new ones, kept there before they are used."""
+    raw = await store.load_keys()
+    if raw is not None:
+        return KeyRing.decode(raw)
+    ring = KeyRing.new(random_bytes(SEED_BYTES), random_bytes(32), now)
+    await store.save_keys(ring.encode())
+    return ring

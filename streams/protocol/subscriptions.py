@@ -37,9 +37,7 @@ that a delivery retried for minutes does not see its wake expire and re-issued u
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import quote
 
 import attrs
 
@@ -327,59 +325,6 @@ class Subscription:
             )
         return infos
 
-    def action_url(self, action: str) -> str:
-        return f"{self.base_url}/__ds/subscriptions/{quote(self.id, safe='')}/{action}"
-
-    def describe(self, tails: Mapping[str, int], signing: Mapping[str, str]) -> dict[str, Any]:
-        """GET's body (and PUT's): never a secret."""
-        config = self.config
-        streams = [
-            {k: info[k] for k in ("path", "link_type", "acked_offset")}
-            for info in self.stream_infos(tails)
-        ]
-        webhook = (
-            None
-            if config.webhook_url is None
-            else {"url": config.webhook_url, "signing": dict(signing)}
-        )
-        return {
-            "id": self.id,
-            "subscription_id": self.id,
-            "type": config.kind,
-            "pattern": config.pattern,
-            "streams": streams,
-            "webhook": webhook,
-            "wake_stream": config.wake_stream,
-            "lease_ttl_ms": config.lease_ttl_ms,
-            "created_at": iso(self.created_at),
-            "status": self.status,
-            "description": config.description,
-        }
-
-    def payload(self, tails: Mapping[str, int]) -> dict[str, Any]:
-        """A webhook delivery's body."""
-        assert self.wake is not None
-        return {
-            "subscription_id": self.id,
-            "wake_id": self.wake.id,
-            "generation": self.wake.generation,
-            "streams": self.stream_infos(tails),
-            "callback_url": self.action_url("callback"),
-            "callback_token": self.wake.token,
-        }
-
-    def wake_event(self, now: float, tails: Mapping[str, int]) -> dict[str, Any]:
-        """A pull-wake wake event, naming the first stream with pending work."""
-        assert self.wake is not None
-        pending = self.pending(tails)
-        return {
-            "type": "wake",
-            "subscription_id": self.id,
-            "stream": pending[0] if pending else None,
-            "generation": self.wake.generation,
-            "ts": int(now * 1000),
-        }
-
     # ---- persistence --------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
@@ -413,9 +358,3 @@ class Subscription:
 
 def encode(position: int) -> str:
     return "-1" if position < 0 else offsets.encode(position)
-
-
-def iso(unix: float) -> str:
-    """RFC 3339 in UTC with milliseconds, as the spec's example."""
-    moment = datetime.fromtimestamp(unix, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
