@@ -53,7 +53,8 @@ class Receiver:
         return self.reply(req)
 
     async def next(self) -> dict[str, Any]:
-        req = await self.requests.receive()
+        with trio.fail_after(600):  # virtual time: a delivery that never comes fails the test
+            req = await self.requests.receive()
         body: dict[str, Any] = json.loads(req.content)
         body["_signature"] = req.headers["webhook-signature"]
         body["_raw"] = req.content
@@ -97,6 +98,7 @@ async def serving(
     receiver: Receiver | None = None,
     names: dict[str, list[str]] | None = None,
     random_bytes: Callable[[int], bytes] | None = None,
+    settings: dict[str, Any] | None = None,
     **limits: Any,
 ) -> AsyncIterator[Served]:
     resolved = dict(PUBLIC) if names is None else names
@@ -111,7 +113,7 @@ async def serving(
         registry = Registry(storage or MemoryStorage(), clock=trio.current_time)
         await nursery.start(registry.run)
         streams = Streams(registry)
-        http = StreamsHTTP(streams, Settings(storage_mode="memory"))
+        http = StreamsHTTP(streams, Settings(storage_mode="memory", **(settings or {})))
         transport = httpx.MockTransport(receiver.handle)
         webhooks = Webhooks(WebhookLimits(timeout=5.0), resolve, transport)
         extra = {"random_bytes": random_bytes} if random_bytes else {}

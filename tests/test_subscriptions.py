@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -355,3 +356,33 @@ async def test_callback_routes_check_their_input(autojump_clock: trio.testing.Mo
         assert (status, body["error"]["code"]) == (401, "TOKEN_INVALID")
         assert (await served("GET", SUBS + "p1/ack"))[0] == 405
         assert (await served("GET", SUBS + "p1/bogus"))[0] == 404
+
+
+async def test_server_auth_guards_management_and_claims_but_not_token_routes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    secret = "s" * 32
+
+    def bearer(scope: str) -> dict[str, str]:
+        token = jwt.encode({"scope": scope, "exp": 2**40}, secret, algorithm="HS256")
+        return {"Authorization": f"Bearer {token}"}
+
+    settings = {"auth_mode": "jwt", "auth_jwt_secret": secret}
+    async with serving(settings=settings) as served:
+        streams = bearer("write:** read:**")
+        assert (
+            await served("PUT", "wake", b"[]", {**streams, "Content-Type": "application/json"})
+        )[0] == 201
+        assert (await served("PUT", SUBS + "p1", puller()))[0] == 401
+        assert (await served("PUT", SUBS + "p1", puller(), bearer("write:events/*")))[0] == 403
+        admin = bearer("write:__ds/subscriptions/* read:__ds/subscriptions/*")
+        assert (await served("PUT", SUBS + "p1", puller(), admin))[0] == 201
+        assert (await served("GET", SUBS + "p1", None, admin))[0] == 200
+        await served("PUT", "events/a", b"[1]", {**streams, "Content-Type": "application/json"})
+        assert (await served("POST", SUBS + "p1/claim", {"worker": "w"}))[0] == 401
+        status, claimed = await served("POST", SUBS + "p1/claim", {"worker": "w"}, admin)
+        assert status == 200
+        done = {"wake_id": claimed["wake_id"], "generation": claimed["generation"], "done": True}
+        auth = {"Authorization": "Bearer " + claimed["token"]}  # the claim token, not a JWT
+        assert (await served("POST", SUBS + "p1/ack", done, auth))[0] == 200
+        assert (await served("GET", "__ds/jwks.json"))[0] == 200  # public keys: no token
