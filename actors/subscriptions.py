@@ -153,8 +153,9 @@ class Subscriptions:
     def _lock(self, id: str) -> trio.Lock:
         return self._locks.setdefault(id, trio.Lock())
 
-    def _absorb(self) -> set[str]:
-        """Apply the commits noted since last time; the subscriptions they concern."""
+    def _absorb(self) -> None:
+        """Apply the commits noted since last time, and kick the subscriptions they concern
+        (whoever calls this: a request handler that takes the notes takes them for all)."""
         touched: set[str] = set()
         for name, tail in self.commits.take().items():
             if is_reserved(name):
@@ -168,13 +169,13 @@ class Subscriptions:
                 self.tails.pop(name, None)
             else:
                 self.tails[name] = tail
-        return touched
+        for id in touched:
+            self._kick(id)
 
     async def _absorbing(self) -> None:
         while True:
             await self.commits.wait()
-            for id in self._absorb():
-                self._kick(id)
+            self._absorb()
 
     def _kick(self, id: str) -> None:
         """Look at `id` soon: issue a wake if work is pending, end a lease that ran out."""
@@ -198,6 +199,8 @@ class Subscriptions:
             self._start_due(sub)
 
     def _deadline(self, sub: Subscription) -> float | None:
+        if sub.id in self._kicked:
+            return None  # looked at soon anyway (and the timer must not spin meanwhile)
         wake = sub.wake
         if wake is not None and (sub.id, wake.generation) in self._busy:
             return wake.lease_until  # its attempt is running: its result decides what next

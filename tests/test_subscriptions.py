@@ -386,3 +386,16 @@ async def test_server_auth_guards_management_and_claims_but_not_token_routes(
         auth = {"Authorization": "Bearer " + claimed["token"]}  # the claim token, not a JWT
         assert (await served("POST", SUBS + "p1/ack", done, auth))[0] == 200
         assert (await served("GET", "__ds/jwks.json"))[0] == 200  # public keys: no token
+
+
+async def test_commits_taken_by_a_request_still_wake_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as served:
+        await served.stream("events/a", {"n": 1})
+        await served("PUT", SUBS + "s1", hook())
+        await trio.sleep(1)  # it settled: nothing pending
+        served.registry.commits.note("events/a", 100)  # a commit, and before the supervisor
+        served.subs._absorb()  # looks, a request on another subscription takes the notes
+        delivery = await served.receiver.next()
+        assert delivery["streams"][0]["tail_offset"] == offsets.encode(100)
