@@ -204,6 +204,9 @@ class StreamActor(Existence):
         sending to a client that stopped reading) would keep them alive. With the `receipts`
         of the commit's writers, readers wake once those are released (actors/wakeups.py)."""
         change, self.changed = self.changed, m.Change()
+        state = self.state
+        gone = state is None or state.soft_deleted
+        self.registry.committed(self.name, None if gone or state is None else state.tail)
         result = None
         if (
             added_from is not None

@@ -20,6 +20,7 @@ from actors.messages import Pending, R
 from actors.metrics import ActorMetrics
 from actors.storage import Storage
 from actors.view_budget import ViewBudget, ViewLimits
+from actors.wakeups import Commits
 from streams.protocol.errors import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Registry:
         self.metrics = metrics or ActorMetrics()
         # Set by the service layer (`actors.service.Streams`): reads that stitch forks.
         self.sources: Sources | None = None
+        self.commits = Commits()  # every commit's new tail, for subscriptions
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -186,6 +188,9 @@ class Registry:
     def refuse(self, name: str, error: ProtocolError) -> None:
         """Answer `error` for `name` without an actor for the next `refusal_backoff` s."""
         self._refused[name] = (trio.current_time() + self.refusal_backoff, error)
+
+    def committed(self, name: str, tail: int | None) -> None:
+        self.commits.note(name, tail)
 
     def forget(self, actor: StreamActor) -> None:
         if self._actors.get(actor.name) is actor:

@@ -38,6 +38,10 @@ class Supervisor(Protocol):
         """(incarnation, view) of the base of the compacted stream down `source`'s fork
         chain; bounded by a timeout."""
 
+    def committed(self, name: str, tail: int | None) -> None:
+        """The stream's tail is now `tail` (None: it was deleted): for subscriptions
+        (`actors.wakeups.Commits`). Called before the commit's writers are answered."""
+
     def forget(self, actor: StreamActor) -> None:
         """Called as the actor stops: no message may reach it any more."""
 

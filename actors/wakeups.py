@@ -152,3 +152,33 @@ class Wakeups:
                 change = self._due.popleft().change
                 if change is not None:
                     change._wake()
+
+
+class Commits:
+    """Every stream's commits, for the subscription supervisor (actors/subscriptions.py):
+    each actor notes its stream's new tail (None: deleted) in the step that publishes its
+    `Change`, before its writers are answered, and the supervisor takes what was noted
+    since it last looked. Noting is a dict store, so a commit never waits for subscriptions;
+    a stream committing again before the supervisor looks is noted once (the last tail)."""
+
+    def __init__(self) -> None:
+        self.enabled = False  # no subscription: nothing is noted
+        self._noted: dict[str, int | None] = {}
+        self._arrived = trio.Event()
+
+    def note(self, name: str, tail: int | None) -> None:
+        if self.enabled:
+            self._noted[name] = tail
+            self._arrived.set()
+
+    def take(self) -> dict[str, int | None]:
+        """What was noted since the last `take`."""
+        taken, self._noted = self._noted, {}
+        if self._arrived.is_set():
+            self._arrived = trio.Event()
+        return taken
+
+    async def wait(self) -> None:
+        """Until something is noted that was not taken."""
+        if not self._noted:
+            await self._arrived.wait()

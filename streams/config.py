@@ -50,6 +50,7 @@ DEFAULT_YJS_BASE_PATH = "/v1/yjs"
 SECTIONS = (
     "server",
     "yjs",
+    "subscriptions",
     "storage",
     "limits",
     "actors",
@@ -113,6 +114,16 @@ class Settings:
     yjs_compaction_threshold: int = 1 << 20  # update bytes since the snapshot that compact
     yjs_snapshot_keep: float = 5.0  # a replaced snapshot stays this long (the 307's max-age)
     yjs_awareness_ttl: int = 3600  # an awareness stream expires this long after its last use
+    subscription_max_subscriptions: int = 1000  # docs/subscriptions.md
+    subscription_max_links: int = 10_000
+    subscription_token_ttl: float = 3600.0
+    subscription_webhook_timeout: float = 10.0
+    subscription_webhook_max_reply_bytes: int = 64 * 1024
+    subscription_webhook_concurrency: int = 32
+    subscription_allow_localhost_http: bool = True
+    subscription_public_url: str = ""
+    subscription_key_max_age: float = 0.0  # 0: the signing key is never rotated
+    subscription_key_publish: float = 86_400.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -206,6 +217,19 @@ KEYS: tuple[Key, ...] = (
     Key("DS_YJS__COMPACTION_THRESHOLD_BYTES", "yjs_compaction_threshold", count),
     Key("DS_YJS__SNAPSHOT_KEEP_SECS", "yjs_snapshot_keep", seconds),
     Key("DS_YJS__AWARENESS_TTL_SECS", "yjs_awareness_ttl", count),
+    Key("DS_SUBSCRIPTIONS__MAX_SUBSCRIPTIONS", "subscription_max_subscriptions", count),
+    Key("DS_SUBSCRIPTIONS__MAX_LINKS", "subscription_max_links", count),
+    Key("DS_SUBSCRIPTIONS__TOKEN_TTL_SECS", "subscription_token_ttl", seconds),
+    Key("DS_SUBSCRIPTIONS__WEBHOOK_TIMEOUT_SECS", "subscription_webhook_timeout", seconds),
+    Key("DS_SUBSCRIPTIONS__WEBHOOK_MAX_REPLY_BYTES", "subscription_webhook_max_reply_bytes", count),
+    Key("DS_SUBSCRIPTIONS__WEBHOOK_CONCURRENCY", "subscription_webhook_concurrency", count),
+    Key("DS_SUBSCRIPTIONS__ALLOW_LOCALHOST_HTTP", "subscription_allow_localhost_http", boolean,
+        "true"),
+    Key("DS_SUBSCRIPTIONS__PUBLIC_URL", "subscription_public_url", text,
+        "unset (as each request addressed the server)"),
+    Key("DS_SUBSCRIPTIONS__KEY_MAX_AGE_SECS", "subscription_key_max_age", leeway,
+        "0 (never rotated)"),
+    Key("DS_SUBSCRIPTIONS__KEY_PUBLISH_SECS", "subscription_key_publish", seconds),
 )
 BY_ENV = {key.env: key for key in KEYS}
 BY_TOML = {key.toml: key for key in KEYS}

@@ -30,6 +30,7 @@ from streams.sending import ClientGone, Sender, SendWatch
 from streams.shutdown import Shutdown, stopping
 
 if TYPE_CHECKING:
+    from streams.subscriptions_http import SubscriptionsHTTP
     from streams.yjs_http import YjsHTTP
 
 __all__ = ["Receive", "Scope", "Send", "StreamsHTTP"]
@@ -61,6 +62,7 @@ class StreamsHTTP:
         self.access = AccessLog(settings.access_log)
         self.auth = authenticator(settings)  # None: auth off
         self.yjs: YjsHTTP | None = None  # the Yjs routes, when mounted (streams.yjs_http)
+        self.subscriptions: SubscriptionsHTTP | None = None  # streams.subscriptions_http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
@@ -139,6 +141,9 @@ class StreamsHTTP:
     async def _route(self, request: Request, send: Sender) -> None:
         scope = request.scope
         path = names.request_path(scope.get("raw_path"), scope["path"])
+        if self.subscriptions is not None and self.subscriptions.owns(path):
+            await self.subscriptions.route(request, send, path)
+            return
         if self.yjs is not None and self.yjs.owns(path):
             await self.yjs.route(request, send, path)
             return
