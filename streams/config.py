@@ -23,6 +23,7 @@ from typing import Any, Literal, NoReturn
 
 import attrs
 
+from streams import examples
 from streams.auth import authenticator
 
 StorageMode = Literal["file-durable", "file-fast", "memory"]
@@ -48,6 +49,7 @@ SECTIONS = (
     "log",
     "http",
     "metrics",
+    "examples",
 )
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a service manager need not restart into it again
 
@@ -102,6 +104,7 @@ class Settings:
     yjs_compaction_threshold: int = 1 << 20  # update bytes since the snapshot that compact
     yjs_snapshot_keep: float = 5.0  # a replaced snapshot stays this long (the 307's max-age)
     yjs_awareness_ttl: int = 3600  # an awareness stream expires this long after its last use
+    example_collab: bool = False  # serve examples/collab/ under /examples/collab/
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -287,6 +290,7 @@ KEYS: tuple[Key, ...] = (
     Key("DS_YJS__COMPACTION_THRESHOLD_BYTES", "yjs_compaction_threshold", count),
     Key("DS_YJS__SNAPSHOT_KEEP_SECS", "yjs_snapshot_keep", seconds),
     Key("DS_YJS__AWARENESS_TTL_SECS", "yjs_awareness_ttl", count),
+    Key("DS_EXAMPLES__COLLAB", "example_collab", boolean, "false"),
 )
 BY_ENV = {key.env: key for key in KEYS}
 BY_TOML = {key.toml: key for key in KEYS}
@@ -384,12 +388,24 @@ def _build(given: Layers) -> tuple[Settings, Layers]:
     if stream_base.startswith(yjs_base) or yjs_base.startswith(stream_base):
         where = given.get("yjs_base_path") or given["stream_base_path"]
         raise where.error("DS_YJS__BASE_PATH and DS_HTTP__STREAM_BASE_PATH must not overlap")
+    if values.get("example_collab"):
+        _check_example(given["example_collab"], stream_base, yjs_base)
     settings = Settings(**values)
     try:
         authenticator(settings)  # a missing key or a bad JWKS file, named, at start
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return settings, given
+
+
+def _check_example(given: Given, *bases: str) -> None:
+    """The collab example is built, and no stream or document path hides under its path."""
+    problem = examples.missing()
+    if problem is not None:
+        raise given.error(problem)
+    prefix = examples.PREFIX.decode() + "/"
+    if any(base.startswith(prefix) or prefix.startswith(base) for base in bases):
+        raise given.error(f"{prefix} overlaps DS_HTTP__STREAM_BASE_PATH or DS_YJS__BASE_PATH")
 
 
 def _load(environ: Mapping[str, str], file: Path | None) -> tuple[Settings, Layers]:

@@ -47,10 +47,11 @@ def running_server(
     wrapper: Sequence[str] = (),
     serve: bool = False,
     ready: str = "/readyz",
+    options: Sequence[str] = (),
 ) -> Iterator[str]:
     """Yields the base URL once `ready` (/readyz) answers 200; stops the server on exit.
     `wrapper` is a command the server runs under (e.g. `setpriv` with fewer capabilities);
-    `serve` runs `streams serve` instead of hypercorn's command."""
+    `serve` runs `streams serve` (with `options`) instead of hypercorn's command."""
     port = port or free_port()
     environment = {
         **os.environ,
@@ -58,7 +59,7 @@ def running_server(
         **(serve_env(port) if serve else {}),
         **env,
     }
-    command = serve_command() if serve else hypercorn_command(port)
+    command = serve_command(*options) if serve else hypercorn_command(port)
     log_path = data_dir.parent / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
