@@ -21,6 +21,7 @@ from typing import Any, Literal, NoReturn
 
 import attrs
 
+from streams import examples
 from streams.auth import authenticator
 from streams.config_values import (
     base_path,
@@ -60,6 +61,7 @@ SECTIONS = (
     "log",
     "http",
     "metrics",
+    "examples",
 )
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a service manager need not restart into it again
 
@@ -124,6 +126,7 @@ class Settings:
     subscription_public_url: str = ""
     subscription_key_max_age: float = 0.0  # 0: the signing key is never rotated
     subscription_key_publish: float = 86_400.0
+    example_collab: bool = False  # serve examples/collab/ under /examples/collab/
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -230,6 +233,7 @@ KEYS: tuple[Key, ...] = (
     Key("DS_SUBSCRIPTIONS__KEY_MAX_AGE_SECS", "subscription_key_max_age", leeway,
         "0 (never rotated)"),
     Key("DS_SUBSCRIPTIONS__KEY_PUBLISH_SECS", "subscription_key_publish", seconds),
+    Key("DS_EXAMPLES__COLLAB", "example_collab", boolean, "false"),
 )
 BY_ENV = {key.env: key for key in KEYS}
 BY_TOML = {key.toml: key for key in KEYS}
@@ -327,12 +331,24 @@ def _build(given: Layers) -> tuple[Settings, Layers]:
     if stream_base.startswith(yjs_base) or yjs_base.startswith(stream_base):
         where = given.get("yjs_base_path") or given["stream_base_path"]
         raise where.error("DS_YJS__BASE_PATH and DS_HTTP__STREAM_BASE_PATH must not overlap")
+    if values.get("example_collab"):
+        _check_example(given["example_collab"], stream_base, yjs_base)
     settings = Settings(**values)
     try:
         authenticator(settings)  # a missing key or a bad JWKS file, named, at start
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return settings, given
+
+
+def _check_example(given: Given, *bases: str) -> None:
+    """The collab example is built, and no stream or document path hides under its path."""
+    problem = examples.missing()
+    if problem is not None:
+        raise given.error(problem)
+    prefix = examples.PREFIX.decode() + "/"
+    if any(base.startswith(prefix) or prefix.startswith(base) for base in bases):
+        raise given.error(f"{prefix} overlaps DS_HTTP__STREAM_BASE_PATH or DS_YJS__BASE_PATH")
 
 
 def _load(environ: Mapping[str, str], file: Path | None) -> tuple[Settings, Layers]:

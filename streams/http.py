@@ -18,6 +18,7 @@ from actors.service import Streams
 from streams.access import AccessLog
 from streams.auth import authenticator
 from streams.config import Settings
+from streams.examples import Examples, load
 from streams.metrics import HTTPMetrics
 from streams.protocol import names, responses
 from streams.protocol.errors import ProtocolError
@@ -63,6 +64,11 @@ class StreamsHTTP:
         self.auth = authenticator(settings)  # None: auth off
         self.yjs: YjsHTTP | None = None  # the Yjs routes, when mounted (streams.yjs_http)
         self.subscriptions: SubscriptionsHTTP | None = None  # streams.subscriptions_http
+        self.examples = (
+            Examples(load(settings.yjs_base_path, settings.stream_base_path))
+            if settings.example_collab
+            else None
+        )  # the collab example's page (DS_EXAMPLES__COLLAB)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
@@ -144,11 +150,16 @@ class StreamsHTTP:
         if self.subscriptions is not None and self.subscriptions.owns(path):
             await self.subscriptions.route(request, send, path)
             return
+        method = request.method
         if self.yjs is not None and self.yjs.owns(path):
             await self.yjs.route(request, send, path)
             return
+        if self.examples is not None and self.examples.owns(path):
+            request.operation = "example"
+            reply = self.examples.answer(method, path, request.headers.get("if-none-match"))
+            await respond(request, send, reply)
+            return
         name = names.from_path(path, self.settings.max_name_bytes, self.prefixes)
-        method = request.method
         if self.auth is not None:
             self.auth.admit(request, name)  # 401/403 before any body is read
         if method == "OPTIONS":

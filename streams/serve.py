@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(commands: Any) -> None:
-    """`streams serve [--config PATH]` (commands: argparse's subparsers)."""
+    """`streams serve [--config PATH] [--example collab]` (commands: argparse's subparsers)."""
     serve = commands.add_parser(
         "serve",
         help="run the server",
@@ -46,13 +47,25 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--config", type=Path, metavar="PATH", help="a TOML file of settings (as DS_CONFIG)"
     )
+    serve.add_argument(
+        "--example",
+        choices=["collab"],
+        help="also serve an example app: collab, at /examples/collab/ (as DS_EXAMPLES__COLLAB)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     if args.config is not None:
         os.environ["DS_CONFIG"] = str(args.config)  # the app module loads the same at import
+    if args.example == "collab":
+        os.environ["DS_EXAMPLES__COLLAB"] = "true"
     settings = settings_or_exit(os.environ, args.config)
     listening = bind(settings)
+    if settings.example_collab:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        scheme = "https" if settings.tls_cert_path is not None else "http"
+        where = f"{scheme}://{host}:{settings.port}/examples/collab/"
+        print(f"the collab example: {where} (open it in two windows)", file=sys.stderr)
     from streams.app import app  # only now: its import loads the settings
 
     config = hypercorn_config(settings, listening)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (a virtualenv, the pinned npm conformance suite, state interop
-# packages and upstream's Yjs suite) and runs every test: lint, types, the import layering,
-# unit and model-based tests, the conformance suite, the StreamDB and Yjs interop.
+# packages, upstream's Yjs suite, Debian's Chromium and the collab example's page) and runs every
+# test: lint, types, the import layering, unit and model-based tests, the conformance suite, the
+# StreamDB and Yjs interop, the collab example in a browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -9,6 +10,17 @@ python3 -m venv .venv
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/state_interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/yjs_upstream && npm ci --no-audit --no-fund --loglevel=error)
+# The collab example: its page built (into examples/collab/dist, git-ignored), and Debian's
+# Chromium for its browser test (puppeteer-core downloads no browser).
+(cd examples/collab && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+if ! command -v chromium > /dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core > /dev/null
+  else
+    echo "tests/run.sh: no chromium (apt-get install chromium): the browser test is skipped" >&2
+  fi
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 # The layering (pyproject: tool.importlinter); its report is printed only when it fails.

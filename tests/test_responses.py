@@ -172,7 +172,7 @@ def test_errors_are_problem_json_where_a_body_may_go() -> None:
     ("status", "method", "expected"),
     [
         (200, "GET", (b"abc", 3)),
-        (200, "HEAD", (b"", 0)),
+        (200, "HEAD", (b"", 3)),  # no body, and the length a GET's would have (RFC 9110 8.6)
         (204, "POST", (b"", None)),
         (304, "GET", (b"", None)),
     ],

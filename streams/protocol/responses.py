@@ -83,9 +83,10 @@ def has_body(status: int, method: str) -> bool:
 
 
 def content(reply: Reply, method: str) -> tuple[bytes, int | None]:
-    """The body a reply sends, and its Content-Length (None: 204 and 304 have none)."""
+    """The body a reply sends, and its Content-Length (None: 204 and 304 have none; a HEAD
+    reply's is its GET's)."""
     body = reply.body if has_body(reply.status, method) else b""
-    return body, None if reply.status in (204, 304) else len(body)
+    return body, None if reply.status in (204, 304) else len(reply.body)
 
 
 def error_reply(error: ProtocolError, method: str) -> Reply:
