@@ -126,12 +126,9 @@ class Bench:
             env=env,
             checkout=Path(checkout).resolve() if checkout and spec.kind == "trio" else None,
         )
-        if group.startswith("yjs-"):  # ours natively; upstream's YjsServer over Node's
+        if group.startswith("yjs-"):
             plan = self.plan
-            threshold = plan.yjs_threshold if group == "yjs-compact" else plan.yjs_no_threshold
-            env["DS_YJS__COMPACTION_THRESHOLD_BYTES"] = str(threshold)
-            server.script = "yjs-server.mjs"
-            server.args = ["--compaction-threshold", str(threshold)]
+            yjs.configure(server, plan.yjs_threshold if group == "yjs-compact" else None, plan)
         return server
 
     def record(self, spec: Spec, values: dict[str, Any]) -> None:

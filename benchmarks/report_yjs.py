@@ -35,6 +35,14 @@ def _size(value: float) -> str:
     return f"{value / 1e3:,.1f} kB" if value >= 1e3 else f"{value:,.0f} B"
 
 
+def binary(value: int) -> str:
+    """A byte setting as it was given: 4 KiB, 1 GiB, 3000 B."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value:,} B"
+
+
 def _times(value: float) -> str:
     return f"{value:,.0f}x" if value >= 10 else f"{value:.2f}x"
 
@@ -126,13 +134,13 @@ def _rows(plan: Plan) -> list[Row]:
     return [
         (
             f"New client loads a document of {edits} one-character edits ({batch}), without "
-            f"compaction (threshold {_size(plan.yjs_no_threshold)}): received in ms "
+            f"compaction (threshold {binary(plan.yjs_no_threshold)}): received in ms "
             "(snapshot + updates)",
             "yjs-load",
             _load,
         ),
         (
-            f"↳ with compaction (threshold {_size(plan.yjs_threshold)}): received in ms "
+            f"↳ with compaction (threshold {binary(plan.yjs_threshold)}): received in ms "
             "(snapshot + updates)",
             "yjs-load-compacted",
             _load,
@@ -242,10 +250,10 @@ def measured(plan: Plan) -> list[str]:
         "equal the text written or the scenario fails. Received bytes (headers included) and "
         "the time from connecting to the applied document, the median of "
         f"{plan.yjs_repeats}. Without compaction: the server's threshold is "
-        f"{plan.yjs_no_threshold:,} B (ours `DS_YJS__COMPACTION_THRESHOLD_BYTES`, the "
+        f"{binary(plan.yjs_no_threshold)} (ours `DS_YJS__COMPACTION_THRESHOLD_BYTES`, the "
         "YjsServer's `compactionThreshold`); with: "
-        f"{plan.yjs_threshold:,} B, each on a fresh server.",
-        f"- **Yjs: append latency** (on the server with the {plan.yjs_threshold:,} B "
+        f"{binary(plan.yjs_threshold)}, each on a fresh server.",
+        f"- **Yjs: append latency** (on the server with the {binary(plan.yjs_threshold)} "
         f"threshold): a document of {plan.yjs_big_edits:,} one-character inserts at its "
         "start (each its own item, so merging it costs real time), written "
         f"{plan.yjs_seed_batch:,} updates to a POST; once compactions are over, single-edit "

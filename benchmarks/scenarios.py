@@ -62,7 +62,7 @@ class Plan:
     # Yjs documents (issue 13); see benchmarks/yjs.py
     yjs_edits: int = 20_000  # single-character edits of the document a new client loads
     yjs_batch: int = 1  # updates (each lib0-framed) per POST while writing it
-    yjs_repeats: int = 3  # new clients load it this many times; the median is kept
+    yjs_repeats: int = 5  # new clients load it this many times; the median is kept
     yjs_threshold: int = 4096  # "with compaction": far below the documents (a snapshot each)
     yjs_no_threshold: int = 1 << 30  # "without": far above it
     yjs_big_edits: int = 200_000  # the document appended to while compactions run ...

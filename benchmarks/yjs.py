@@ -47,6 +47,15 @@ MAX_RESPONSES = 100_000
 LOG_LINE = re.compile(rb"compaction (start|end) \S+ (\d+)")
 
 
+def configure(server: Server, threshold: int | None, plan: Plan) -> None:
+    """Ours serves Yjs itself; the Node kind runs upstream's YjsServer over the reference
+    server. Both compact past `threshold` bytes (None: far above any document)."""
+    limit = str(threshold if threshold is not None else plan.yjs_no_threshold)
+    server.env["DS_YJS__COMPACTION_THRESHOLD_BYTES"] = limit
+    server.script = "yjs-server.mjs"
+    server.args = ["--compaction-threshold", limit]
+
+
 def doc_path(name: str) -> str:
     return f"/v1/yjs/bench/docs/{name}"
 

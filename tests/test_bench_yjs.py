@@ -210,7 +210,8 @@ def test_report_shows_loads_ratios_latencies_and_na_without_endpoints() -> None:
     assert "20k one-character edits (10 updates per POST), without compaction" in table
     assert "| 327.0 kB in 400 ms (0 B + 326.5 kB) | 328.0 kB in 500 ms" in table
     assert "n/a (no Yjs endpoints) | — | 327.0 kB" in table  # trio-durable lacks them
-    assert "with compaction (threshold 4.1 kB)" in table
+    assert "without compaction (threshold 1 GiB)" in table
+    assert "with compaction (threshold 4 KiB)" in table
     assert "| 37.5 kB in 25.0 ms (35.0 kB + 2.0 kB) |" in table
     assert "| n/a | — | 8.72x / 16x | 5.47x / 5.00x |" in table  # without ÷ with
     assert "| n/a | — | 0.62x / 0.25x | — |" in table  # ours ÷ the YjsServer
@@ -236,4 +237,5 @@ def test_report_section_only_with_results_and_a_skeleton_of_every_row() -> None:
     skeleton = report_yjs.table({}, FULL, skeleton=True)
     assert skeleton.count("\n") == 1 + 7
     assert "| — | — | — | — |" in skeleton
-    assert any("4,096 B" in line for line in report_yjs.measured(FULL))
+    assert any("4 KiB threshold" in line for line in report_yjs.measured(FULL))
+    assert report_yjs.binary(3 << 20) == "3 MiB" and report_yjs.binary(3000) == "3,000 B"
