@@ -264,6 +264,7 @@ def measured(plan: Plan) -> list[str]:
         "(it merged the log up to there, so it started after) until discovery first named "
         "that snapshot; an append in flight at any moment of such a window counts as "
         "during a compaction, the others as not. The YjsServer also logs each compaction's "
-        "start (our `yjs-server.mjs` wraps its compactor), counted in results.json as "
-        "`logged_compactions`. Afterwards a new client must load the document's exact text.",
+        "start and end (our `yjs-server.mjs` wraps its compactor): results.json keeps them as "
+        "`logged_compaction_ms` beside the windows found, `compaction_ms`. Afterwards a new "
+        "client must load the document's exact text.",
     ]

@@ -239,17 +239,22 @@ class Poller:
         self._thread.join(timeout=30)
 
 
-def log_compactions(server: Server, began_wall: float, ended_wall: float) -> int | None:
-    """Compactions the server logged as started in the interval (upstream's, through our
-    yjs-server.mjs); None for a server that does not log them."""
+def log_compactions(server: Server, began_wall: float, ended_wall: float) -> list[float] | None:
+    """How long (ms) each compaction the server logged as started in the interval took
+    (upstream's, through our yjs-server.mjs, one document at a time here); None for a server
+    that does not log them."""
     if server.spec.kind != "node" or not server.log_path.exists():
         return None
-    starts = [
-        int(ms) / 1000
-        for kind, ms in LOG_LINE.findall(server.log_path.read_bytes())
-        if kind == b"start"
-    ]
-    return sum(began_wall <= start <= ended_wall for start in starts)
+    took: list[float] = []
+    started: float | None = None
+    for kind, ms in LOG_LINE.findall(server.log_path.read_bytes()):
+        if kind == b"start":
+            started = int(ms) / 1000
+        elif started is not None:
+            if began_wall <= started <= ended_wall:
+                took.append(round(int(ms) - started * 1000, 1))
+            started = None
+    return took
 
 
 def append_latency(server: Server, plan: Plan) -> dict[str, Any]:
@@ -294,7 +299,7 @@ def append_latency(server: Server, plan: Plan) -> dict[str, Any]:
         "polls": poller.polls,
         "compactions": len(ran),
         "compaction_ms": [round((end - start) * 1000, 1) for start, end in ran],
-        "logged_compactions": log_compactions(server, began_wall, ended_wall),
+        "logged_compaction_ms": log_compactions(server, began_wall, ended_wall),
         "during": summary(during),
         "outside": summary(outside),
         "load_seconds": final.seconds,

@@ -13,6 +13,7 @@ import pytest
 from benchmarks import report_yjs
 from benchmarks.scenarios import FULL, QUICK
 from benchmarks.servers import BENCH, NODE_MEMORY, TRIO_MEMORY, Server
+from benchmarks.yjs import log_compactions
 from benchmarks.yjs_doc import (
     Append,
     Reader,
@@ -239,3 +240,20 @@ def test_report_section_only_with_results_and_a_skeleton_of_every_row() -> None:
     assert "| — | — | — | — |" in skeleton
     assert any("4 KiB threshold" in line for line in report_yjs.measured(FULL))
     assert report_yjs.binary(3 << 20) == "3 MiB" and report_yjs.binary(3000) == "3,000 B"
+
+
+def test_the_yjs_servers_logged_compactions_in_the_interval(tmp_path: Path) -> None:
+    """yjs-server.mjs's lines (ms since the epoch), read back as durations of those started
+    while appends were measured; ours logs none of these, so None."""
+    log = tmp_path / "log"
+    log.write_text(
+        "ready http://127.0.0.1:1 over http://127.0.0.1:2\n"
+        "compaction start bench/a 1000\ncompaction end bench/a 1300\n"  # before the interval
+        "[Compactor] Compacted bench/a: snapshot=10 bytes, offset=0_1\n"
+        "compaction start bench/a 5000\ncompaction end bench/a 5250\n"
+        "compaction start bench/a 7000\ncompaction end bench/a 7125\n"
+        "compaction start bench/a 9000\n"  # still running when the server stopped
+    )
+    node = Server(NODE_MEMORY, tmp_path, log)
+    assert log_compactions(node, 2.0, 9.5) == [250.0, 125.0]
+    assert log_compactions(Server(TRIO_MEMORY, tmp_path, log), 2.0, 9.5) is None
