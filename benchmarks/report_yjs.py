@@ -259,12 +259,14 @@ def measured(plan: Plan) -> list[str]:
         f"{plan.yjs_seed_batch:,} updates to a POST; once compactions are over, single-edit "
         f"appends one after another on one connection (at most {plan.yjs_appends:,} or "
         f"{plan.yjs_append_seconds:g} s), while another connection runs snapshot discovery "
-        f"every {plan.yjs_poll * 1000:g} ms. A compaction ran from the answer to the last "
-        "append whose `Stream-Next-Offset` is at or below the offset its new snapshot covers "
-        "(it merged the log up to there, so it started after) until discovery first named "
-        "that snapshot; an append in flight at any moment of such a window counts as "
-        "during a compaction, the others as not. The YjsServer also logs each compaction's "
-        "start and end (our `yjs-server.mjs` wraps its compactor): results.json keeps them as "
-        "`logged_compaction_ms` beside the windows found, `compaction_ms`. Afterwards a new "
-        "client must load the document's exact text.",
+        f"every {plan.yjs_poll * 1000:g} ms. Both servers run one compaction of a document "
+        "at a time, started by an append once the updates since the snapshot reach the "
+        "threshold: so one ran at most from the sending of the first append answered after "
+        "the previous snapshot showed whose `Stream-Next-Offset` is the threshold past the "
+        "offset that snapshot covers (offsets are `<seq>_<bytes>` on both servers) until "
+        "discovery first named the new snapshot; an append in flight at any moment of such a "
+        "window counts as during a compaction, the others as not. The YjsServer also logs "
+        "each compaction's start and end (our `yjs-server.mjs` wraps its compactor): "
+        "results.json keeps them as `logged_compaction_ms` beside the windows found, "
+        "`compaction_ms`. Afterwards a new client must load the document's exact text.",
     ]

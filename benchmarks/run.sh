@@ -2,7 +2,7 @@
 # The benchmark in one command: installs what it needs if missing (the virtualenv with pycrdt,
 # wrk, the pinned Node reference server and upstream's YjsServer), then runs every scenario and
 # writes docs/benchmarks.md.
-#   bash benchmarks/run.sh            # full run, about 25 minutes on 2 cores
+#   bash benchmarks/run.sh            # full run, about 45 minutes on 2 cores
 #   bash benchmarks/run.sh --quick    # a few minutes
 #   bash benchmarks/run.sh --help     # scenario / server subsets, sizes
 set -euo pipefail

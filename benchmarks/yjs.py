@@ -200,6 +200,7 @@ class Poller:
     def __init__(self, port: int, path: str, interval: float, bound: float) -> None:
         self.port, self.path, self.interval, self.bound = port, path, interval, bound
         self.seen: list[tuple[float, str]] = []
+        self.first = "-1"  # what the first discovery named (a snapshot's covered offset)
         self.polls = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -210,6 +211,7 @@ class Poller:
         try:
             with client.Connection(self.port) as connection:
                 last = discover(connection, self.path)[1]
+                self.first = snapshot_offset(last)
                 while not self._stop.wait(self.interval):
                     if time.perf_counter() - began > self.bound:
                         break
@@ -287,7 +289,7 @@ def append_latency(server: Server, plan: Plan) -> dict[str, Any]:
     ended_wall = time.time()
     if poller.error is not None:
         raise RuntimeError(f"polling discovery failed: {poller.error!r}")
-    ran = windows(appends, poller.seen, began)
+    ran = windows(appends, poller.seen, began, plan.yjs_threshold, poller.first)
     during, outside = split(appends, ran)
     final = load(server.port, path, str(writer), plan.yjs_bound)
     return {

@@ -179,18 +179,46 @@ class Append:
 Window = tuple[float, float]
 
 
+def offset_bytes(offset: str) -> int | None:
+    """The byte position of an offset `<read seq>_<bytes>` (ours and the Node server's
+    format; a snapshot's covered offset too); None for any other."""
+    head, _, tail = offset.rpartition("_")
+    return int(tail) if head and tail.isdigit() else None
+
+
 def windows(
-    appends: list[Append], snapshots: list[tuple[float, str]], began: float
+    appends: list[Append],
+    snapshots: list[tuple[float, str]],
+    began: float,
+    threshold: int,
+    covered: str = "-1",
 ) -> list[Window]:
-    """When compactions ran, from what the protocol shows. A snapshot first seen (through
-    `offset=snapshot`) at time t covering the log up to offset X ran from the answer to the
-    last append whose Stream-Next-Offset is at most X (the tail it merged up to: it cannot
-    have started earlier) to t; from `began` if X is below every append measured. Offsets
-    compare as strings (the protocol makes them lexicographically ordered)."""
+    """When compactions ran, from what the protocol shows. Both servers compact a document
+    one compaction at a time, started by an append once the updates since its snapshot reach
+    `threshold` bytes. So a snapshot first seen (through `offset=snapshot`) at t ran at most
+    from the sending of the first append answered after the previous snapshot was seen (or
+    `began`) whose Stream-Next-Offset is `threshold` bytes past the offset the previous
+    snapshot covers (`covered` at first), to t. Where offsets do not say bytes, or no append
+    qualifies: from the answer to the last append at or below the offset the snapshot covers
+    (it merged the log up to there), which is later than the true start (the snapshot is
+    read first), or from `began`. Offsets compare as strings (the protocol orders them so)."""
     found: list[Window] = []
+    previous_seen, previous = began, offset_bytes(covered) or 0
     for seen, offset in snapshots:
-        covered = [a.answered for a in appends if a.next_offset <= offset and a.answered <= seen]
-        found.append((max(covered, default=began), seen))
+        due = [
+            a.sent
+            for a in appends
+            if previous_seen <= a.answered <= seen
+            and (position := offset_bytes(a.next_offset)) is not None
+            and position - previous >= threshold
+        ]
+        if due:
+            start = due[0]
+        else:
+            merged = [a.answered for a in appends if a.next_offset <= offset and a.answered <= seen]
+            start = max(merged, default=began)
+        found.append((start, seen))
+        previous_seen, previous = seen, offset_bytes(offset) or previous
     return found
 
 

@@ -22,6 +22,7 @@ from benchmarks.yjs_doc import (
     follow,
     frame,
     is_snapshot,
+    offset_bytes,
     percentile,
     prepending,
     read_varuint,
@@ -121,27 +122,42 @@ def _appends(*rows: tuple[float, float, str]) -> list[Append]:
     return [Append(sent, answered, offset) for sent, answered, offset in rows]
 
 
-def test_a_compaction_ran_from_the_append_its_snapshot_covers_to_its_discovery() -> None:
+def test_a_compaction_ran_from_the_append_that_passed_the_threshold_to_its_discovery() -> None:
     appends = _appends(
         (0.0, 1.0, "0_10"),
-        (1.0, 2.0, "0_20"),
+        (1.0, 2.0, "0_20"),  # 15 B past the first snapshot (0_5): may start a compaction
         (2.0, 3.0, "0_30"),
-        (3.0, 9.0, "0_40"),  # slow: in flight while the compaction of 0_30 ran
-        (9.0, 10.0, "0_50"),
+        (3.0, 9.0, "0_40"),  # slow: in flight while it ran; only 10 B past the next one
+        (9.0, 10.0, "0_50"),  # 20 B past 0_30: may start the next
         (10.0, 11.0, "0_60"),
     )
-    seen = [(8.5, "0_30"), (12.0, "0_05")]  # the second covers less than any append measured
-    ran = windows(appends, seen, began=-1.0)
-    assert ran == [(3.0, 8.5), (-1.0, 12.0)]
-    # A snapshot named by an offset between appends (a record boundary inside one): the last
-    # append at or below it.
-    assert windows(appends, [(12.0, "0_45")], began=0.0) == [(9.0, 12.0)]
-    # An append answered after the snapshot was seen cannot have started it.
-    assert windows(appends, [(9.5, "0_99")], began=0.0) == [(9.0, 9.5)]
-    during, outside = split(appends, [(3.0, 8.5)])
-    assert during == [6.0] and outside == [1.0, 1.0, 1.0, 1.0, 1.0]
-    during, outside = split(appends, [(2.5, 2.6), (9.5, 9.6)])  # inside one append each
-    assert during == [1.0, 1.0] and len(outside) == 4
+    seen = [(8.5, "0_30"), (12.0, "0_50")]
+    ran = windows(appends, seen, began=-1.0, threshold=15, covered="0_5")
+    assert ran == [(1.0, 8.5), (9.0, 12.0)]
+    during, outside = split(appends, ran)
+    assert during == [1.0, 1.0, 6.0, 1.0, 1.0] and outside == [1.0]
+    # No earlier snapshot: the bytes count from 0; an append answered before the previous
+    # snapshot was seen cannot start the next compaction (one at a time).
+    assert windows(appends, seen, began=-1.0, threshold=20) == [(1.0, 8.5), (9.0, 12.0)]
+    assert windows(appends, seen, began=-1.0, threshold=25)[1] == (10.0, 12.0)
+    early = [(3.5, "0_20"), (12.0, "0_50")]  # 0_30 was answered before 0_20's snapshot showed
+    assert windows(appends, early, began=-1.0, threshold=10) == [(0.0, 3.5), (3.0, 12.0)]
+    # No append qualifies (a threshold never reached): the merge's lower bound, the answer
+    # to the last append at or below what the snapshot covers.
+    assert windows(appends, seen, began=-1.0, threshold=10**6) == [(3.0, 8.5), (10.0, 12.0)]
+
+
+def test_without_byte_offsets_a_compaction_ran_from_the_tail_it_merged() -> None:
+    appends = _appends((0.0, 1.0, "a"), (1.0, 2.0, "b"), (2.0, 3.0, "c"), (3.0, 9.0, "d"))
+    assert windows(appends, [(8.5, "c")], began=-1.0, threshold=1) == [(3.0, 8.5)]
+    assert windows(appends, [(8.5, "0")], began=-1.0, threshold=1) == [(-1.0, 8.5)]
+    # An append answered after the snapshot was seen cannot have been merged into it.
+    assert windows(appends, [(2.5, "z")], began=0.0, threshold=1) == [(2.0, 2.5)]
+    assert offset_bytes("0000000000000000_0000000000324775") == 324_775
+    assert offset_bytes("-1") is None and offset_bytes("now") is None
+    assert offset_bytes("a_b") is None
+    during, outside = split(appends, [(2.5, 2.6)])  # inside one append
+    assert during == [1.0] and len(outside) == 3
 
 
 def test_percentiles_are_nearest_rank_in_ms() -> None:
