@@ -241,22 +241,30 @@ class Poller:
         self._thread.join(timeout=30)
 
 
-def log_compactions(server: Server, began_wall: float, ended_wall: float) -> list[float] | None:
-    """How long (ms) each compaction the server logged as started in the interval took
-    (upstream's, through our yjs-server.mjs, one document at a time here); None for a server
-    that does not log them."""
+def logged_windows(
+    server: Server, began_wall: float, ended_wall: float
+) -> list[tuple[float, float]] | None:
+    """The compactions the server logged as started in the interval, as (start, end) epoch
+    seconds (upstream's, through our yjs-server.mjs; one document at a time here; one still
+    running ends at `ended_wall`); None for a server that does not log them (ours)."""
     if server.spec.kind != "node" or not server.log_path.exists():
         return None
-    took: list[float] = []
+    found: list[tuple[float, float]] = []
     started: float | None = None
     for kind, ms in LOG_LINE.findall(server.log_path.read_bytes()):
         if kind == b"start":
             started = int(ms) / 1000
         elif started is not None:
             if began_wall <= started <= ended_wall:
-                took.append(round(int(ms) - started * 1000, 1))
+                found.append((started, int(ms) / 1000))
             started = None
-    return took
+    if started is not None and began_wall <= started <= ended_wall:
+        found.append((started, ended_wall))
+    return found
+
+
+def _ms(ran: list[tuple[float, float]]) -> list[float]:
+    return [round((end - start) * 1000, 1) for start, end in ran]
 
 
 def append_latency(server: Server, plan: Plan) -> dict[str, Any]:
@@ -289,7 +297,10 @@ def append_latency(server: Server, plan: Plan) -> dict[str, Any]:
     ended_wall = time.time()
     if poller.error is not None:
         raise RuntimeError(f"polling discovery failed: {poller.error!r}")
-    ran = windows(appends, poller.seen, began, plan.yjs_threshold, poller.first)
+    seen = windows(appends, poller.seen, began, plan.yjs_threshold, poller.first)
+    logged = logged_windows(server, began_wall, ended_wall)
+    clock = began - began_wall  # epoch seconds -> perf_counter seconds, near enough (ms)
+    ran = [(start + clock, end + clock) for start, end in logged] if logged is not None else seen
     during, outside = split(appends, ran)
     final = load(server.port, path, str(writer), plan.yjs_bound)
     return {
@@ -299,9 +310,10 @@ def append_latency(server: Server, plan: Plan) -> dict[str, Any]:
         "appends": len(appends),
         "seconds": appends[-1].answered - began if appends else 0.0,
         "polls": poller.polls,
+        "windows_from": "the server's log" if logged is not None else "the protocol",
         "compactions": len(ran),
-        "compaction_ms": [round((end - start) * 1000, 1) for start, end in ran],
-        "logged_compaction_ms": log_compactions(server, began_wall, ended_wall),
+        "compaction_ms": _ms(ran),
+        "protocol_compaction_ms": _ms(seen),  # the protocol's bound, beside a log's windows
         "during": summary(during),
         "outside": summary(outside),
         "load_seconds": final.seconds,

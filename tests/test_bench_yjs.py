@@ -13,7 +13,7 @@ import pytest
 from benchmarks import report_yjs
 from benchmarks.scenarios import FULL, QUICK
 from benchmarks.servers import BENCH, NODE_MEMORY, TRIO_MEMORY, Server
-from benchmarks.yjs import log_compactions
+from benchmarks.yjs import logged_windows
 from benchmarks.yjs_doc import (
     Append,
     Reader,
@@ -259,7 +259,7 @@ def test_report_section_only_with_results_and_a_skeleton_of_every_row() -> None:
 
 
 def test_the_yjs_servers_logged_compactions_in_the_interval(tmp_path: Path) -> None:
-    """yjs-server.mjs's lines (ms since the epoch), read back as durations of those started
+    """yjs-server.mjs's lines (ms since the epoch), read back as the windows of those started
     while appends were measured; ours logs none of these, so None."""
     log = tmp_path / "log"
     log.write_text(
@@ -268,8 +268,9 @@ def test_the_yjs_servers_logged_compactions_in_the_interval(tmp_path: Path) -> N
         "[Compactor] Compacted bench/a: snapshot=10 bytes, offset=0_1\n"
         "compaction start bench/a 5000\ncompaction end bench/a 5250\n"
         "compaction start bench/a 7000\ncompaction end bench/a 7125\n"
-        "compaction start bench/a 9000\n"  # still running when the server stopped
+        "compaction start bench/a 9000\n"  # still running when the measurement ended
     )
     node = Server(NODE_MEMORY, tmp_path, log)
-    assert log_compactions(node, 2.0, 9.5) == [250.0, 125.0]
-    assert log_compactions(Server(TRIO_MEMORY, tmp_path, log), 2.0, 9.5) is None
+    assert logged_windows(node, 2.0, 9.5) == [(5.0, 5.25), (7.0, 7.125), (9.0, 9.5)]
+    assert logged_windows(node, 2.0, 8.0) == [(5.0, 5.25), (7.0, 7.125)]
+    assert logged_windows(Server(TRIO_MEMORY, tmp_path, log), 2.0, 9.5) is None
