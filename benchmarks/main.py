@@ -19,13 +19,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hostile, report, report_hostile, report_state, scenarios, state
+from benchmarks import (
+    hostile,
+    report,
+    report_hostile,
+    report_state,
+    report_yjs,
+    scenarios,
+    state,
+    yjs,
+)
 from benchmarks.servers import ALL, ROOT, SERVER_CPU, Server, Spec, log_problems
 
 LOAD = ("json", "catchup", "fanout")
 HOSTILE = ("json-flood", "stalled-sse", "reopen")  # ours only; "hostile" selects all three
 STATE = ("late-joiner", "snapshot-latency", "view-append", "compaction")  # "state": all four
-GROUPS = ("appends", *LOAD, "creates", "restart", "hostile", "state")
+YJS = ("yjs-load", "yjs-append")  # "yjs": both
+GROUPS = ("appends", *LOAD, "creates", "restart", "hostile", "state", "yjs")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(GROUPS),
-        help="comma-separated subset of: " + ", ".join((*GROUPS, *HOSTILE, *STATE)),
+        help="comma-separated subset of: " + ", ".join((*GROUPS, *HOSTILE, *STATE, *YJS)),
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk measurement")
     parser.add_argument("--fanout-k", help="comma-separated reader counts, e.g. 100,1000")
@@ -50,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--state-changes", type=int, help="changes in the late joiner's stream (1M; quick 100k)"
+    )
+    parser.add_argument("--yjs-edits", type=int, help="edits of the Yjs document loaded (20k)")
+    parser.add_argument(
+        "--trio-checkout",
+        help="run our server from this checkout (its .venv), e.g. a branch's worktree",
     )
     parser.add_argument(
         "--hypercorn-config",
@@ -81,6 +96,8 @@ def make_plan(args: argparse.Namespace) -> scenarios.Plan:
         changes["reopen_records"] = args.reopen_records
     if args.state_changes:
         changes["state_changes"] = args.state_changes
+    if args.yjs_edits:
+        changes["yjs_edits"] = args.yjs_edits
     return dataclasses.replace(plan, **changes)
 
 
@@ -100,13 +117,19 @@ class Bench:
         env = {}
         if spec.kind == "trio" and group == "creates" and self.plan.idle_timeout is not None:
             env["DS_ACTORS__IDLE_TIMEOUT_SECS"] = str(self.plan.idle_timeout)
-        return Server(
+        checkout = self.args.trio_checkout
+        server = Server(
             spec,
             data_dir=self.work / "data" / f"{spec.key}-{group}",
             log_path=self.work / "logs" / f"{spec.key}-{group}.log",
             hypercorn_config=self.hypercorn_config,
             env=env,
+            checkout=Path(checkout).resolve() if checkout and spec.kind == "trio" else None,
         )
+        if group.startswith("yjs-"):
+            plan = self.plan
+            yjs.configure(server, plan.yjs_threshold if group == "yjs-compact" else None, plan)
+        return server
 
     def record(self, spec: Spec, values: dict[str, Any]) -> None:
         self.results.setdefault(spec.key, {}).update(values)
@@ -250,6 +273,7 @@ class Bench:
             if spec.kind == "trio":
                 self.hostile(spec, {name for name in HOSTILE if {name, "hostile"} & wanted})
             self.state(spec, {name for name in STATE if {name, "state"} & wanted})
+            self.yjs(spec, {name for name in YJS if {name, "yjs"} & wanted})
 
     def hostile(self, spec: Spec, wanted: set[str]) -> None:
         """Issue 9's hostile clients, each on a fresh server so that its RSS is its own."""
@@ -286,6 +310,30 @@ class Bench:
             steps.append(("compaction", lambda s: state.compaction(s, plan)))
         if steps:
             self.run_group(spec, "state", steps)
+
+
+    def yjs(self, spec: Spec, wanted: set[str]) -> None:
+        """Issue 13's Yjs scenarios: a server whose compaction threshold is far above the
+        document, then one whose threshold is below it (the append latency runs there)."""
+        plan = self.plan
+        load = yjs.load_scenario
+        if "yjs-load" in wanted:
+            self.run_group(
+                spec,
+                "yjs-plain",
+                [("yjs-load", lambda s: {"yjs-load": load(s, plan, plan.yjs_no_threshold)})],
+            )
+        steps: list[tuple[str, Callable[[Server], dict[str, Any]]]] = []
+        if "yjs-load" in wanted:
+
+            def compacted(server: Server) -> dict[str, Any]:
+                return {"yjs-load-compacted": load(server, plan, plan.yjs_threshold)}
+
+            steps.append(("yjs-load-compacted", compacted))
+        if "yjs-append" in wanted:
+            steps.append(("yjs-append", lambda s: {"yjs-append": yjs.append_latency(s, plan)}))
+        if steps:
+            self.run_group(spec, "yjs-compact", steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         print(report_state.table(bench.results, plan))
         print()
         print(report_state.goals(bench.results))
+    if report_yjs.has_results(bench.results):
+        print()
+        print(report_yjs.table(bench.results, plan))
+        print()
+        print(report_yjs.goals(bench.results))
     if bench.problems:
         print("\nProblems seen:\n" + "\n".join(f"- {p}" for p in bench.problems))
     say(f"done in {elapsed / 60:.1f} min; raw results in {work / 'results.json'}")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report_hostile, report_state
+from benchmarks import report_hostile, report_state, report_yjs
 from benchmarks.loadgen import wrk_version
 from benchmarks.scenarios import FULL, QUICK, Plan
 from benchmarks.servers import BENCH, ROOT
@@ -526,6 +526,7 @@ def markdown(
         "",
         *report_hostile.section(results, plan),
         *report_state.section(results, plan),
+        *report_yjs.section(results, plan),
         "## Problems seen in this run",
         "",
         *(
@@ -581,6 +582,7 @@ def markdown(
         "answers 200; the median. In brackets: the first start, on an empty data dir.",
         *report_hostile.measured(plan),
         *report_state.measured(plan),
+        *report_yjs.measured(plan),
         "- This server runs as the README starts it, `streams serve` (hypercorn's Trio worker, "
         "backlog 2048, no keep-alive request cap); the raw ASGI app under hypercorn with the "
         "same settings, `hypercorn.toml`, unless `--hypercorn-config` says otherwise. Node runs "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark in one command: installs what it needs if missing (the virtualenv, wrk, the
-# pinned Node reference server), then runs every scenario and writes docs/benchmarks.md.
-#   bash benchmarks/run.sh            # full run, about 25 minutes on 2 cores
+# The benchmark in one command: installs what it needs if missing (the virtualenv with pycrdt,
+# wrk, the pinned Node reference server and upstream's YjsServer), then runs every scenario and
+# writes docs/benchmarks.md.
+#   bash benchmarks/run.sh            # full run, about 45 minutes on 2 cores
 #   bash benchmarks/run.sh --quick    # a few minutes
 #   bash benchmarks/run.sh --help     # scenario / server subsets, sizes
 set -euo pipefail
@@ -14,12 +15,13 @@ apt_install() {
 }
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -c 'import streams.app, trio, hypercorn' 2>/dev/null \
-  || .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+.venv/bin/python -c 'import streams.app, trio, hypercorn, pycrdt' 2>/dev/null \
+  || .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 command -v wrk >/dev/null || apt_install wrk
 command -v taskset >/dev/null || apt_install util-linux
 command -v node >/dev/null || apt_install nodejs npm
-if [ ! -f benchmarks/node/node_modules/@durable-streams/server/package.json ]; then
+if [ ! -f benchmarks/node/node_modules/@durable-streams/server/package.json ] \
+  || [ ! -f benchmarks/node/node_modules/@durable-streams/y-durable-streams/package.json ]; then
   (cd benchmarks/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

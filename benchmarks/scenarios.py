@@ -59,6 +59,19 @@ class Plan:
     compaction_bytes: int = 1 << 20  # Stream-State-Compaction of the compacted stream
     compaction_wait: float = 10.0  # seconds at most for the compacted stream to shrink
     state_bound: float = 600.0  # seconds at most for seeding one stream, or for one read
+    # Yjs documents (issue 13); see benchmarks/yjs.py
+    yjs_edits: int = 20_000  # single-character edits of the document a new client loads
+    yjs_batch: int = 1  # updates (each lib0-framed) per POST while writing it
+    yjs_repeats: int = 5  # new clients load it this many times; the median is kept
+    yjs_threshold: int = 4096  # "with compaction": far below the documents (a snapshot each)
+    yjs_no_threshold: int = 1 << 30  # "without": far above it
+    yjs_big_edits: int = 200_000  # the document appended to while compactions run ...
+    yjs_seed_batch: int = 1000  # ... written this many updates per POST
+    yjs_appends: int = 30_000  # single-edit appends timed, at most ...
+    yjs_append_seconds: float = 60.0  # ... and for at most this long
+    yjs_poll: float = 0.02  # seconds between snapshot discoveries while appending
+    yjs_quiet: float = 1.5  # compactions are over once discovery is unchanged this long
+    yjs_bound: float = 300.0  # seconds at most for writing a document, a load or settling
 
 
 FULL = Plan()
@@ -83,6 +96,10 @@ QUICK = Plan(
     view_rounds=2,
     disk_changes=50_000,
     compaction_wait=5.0,
+    yjs_batch=10,
+    yjs_big_edits=100_000,
+    yjs_appends=15_000,
+    yjs_append_seconds=25.0,
 )
 
 

@@ -94,6 +94,9 @@ class Server:
     log_path: Path
     hypercorn_config: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    script: str = "server.mjs"  # the Node kind's script in benchmarks/node/ ...
+    args: list[str] = field(default_factory=list)  # ... and its further arguments
+    checkout: Path | None = None  # ours from another checkout (its .venv); None: this one
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -106,18 +109,24 @@ class Server:
         pin = ["taskset", "-c", SERVER_CPU]
         bind = f"127.0.0.1:{self.port}"
         if self.spec.kind == "node":
-            command = [*pin, "node", str(BENCH / "node" / "server.mjs"), "--port", str(self.port)]
+            command = [*pin, "node", str(BENCH / "node" / self.script), "--port", str(self.port)]
             if self.spec.mode == "file":
                 command += ["--data-dir", str(self.data_dir)]
-            return command
+            return command + self.args
         if self.spec.kind == "trio":  # as the README starts it (bound from DS_SERVER__*)
-            return [*pin, sys.executable, "-m", "streams", "serve"]
+            python = sys.executable if self.checkout is None else self.python()
+            return [*pin, python, "-m", "streams", "serve"]
         hypercorn = str(Path(sys.executable).parent / "hypercorn")
         app = "benchmarks.rawapp:app"
         command = [*pin, hypercorn, app, "--worker-class", "trio", "--workers", "0", "--bind", bind]
         if self.hypercorn_config is not None:
             command += ["--config", str(self.hypercorn_config)]
         return command
+
+    def python(self) -> str:
+        """The other checkout's interpreter: its .venv, where `streams` is installed."""
+        assert self.checkout is not None
+        return str(self.checkout / ".venv" / "bin" / "python")
 
     def environment(self) -> dict[str, str]:
         environment = {**os.environ, **self.env}
@@ -140,7 +149,11 @@ class Server:
         log.flush()
         began = time.perf_counter()
         self.process = subprocess.Popen(
-            self.command(), cwd=ROOT, env=self.environment(), stdout=log, stderr=log
+            self.command(),
+            cwd=self.checkout or ROOT,
+            env=self.environment(),
+            stdout=log,
+            stderr=log,
         )
         log.close()
         deadline = began + timeout

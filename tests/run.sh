@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/state_interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/yjs_upstream && npm ci --no-audit --no-fund --loglevel=error)
