@@ -311,7 +311,6 @@ class Bench:
         if steps:
             self.run_group(spec, "state", steps)
 
-
     def yjs(self, spec: Spec, wanted: set[str]) -> None:
         """Issue 13's Yjs scenarios: a server whose compaction threshold is far above the
         document, then one whose threshold is below it (the append latency runs there)."""
