@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (a virtualenv, the pinned npm conformance suite, state interop
-# packages and upstream's Yjs suite) and runs every test: lint, types, the import layering,
-# unit and model-based tests, the conformance suite, the StreamDB and Yjs interop.
+# packages, upstream's Yjs suite, PostgreSQL) and runs every test: lint, types, the import
+# layering, unit and model-based tests, the conformance suite, the StreamDB and Yjs interop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -9,6 +9,16 @@ python3 -m venv .venv
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/state_interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/yjs_upstream && npm ci --no-audit --no-fund --loglevel=error)
+# PostgreSQL from Debian's packages, for the postgres-mode tests: tests/postgres.py starts a
+# throwaway server of its own, so the package is told to create no cluster.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/no-main.conf
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
+    > /dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 # The layering (pyproject: tool.importlinter); its report is printed only when it fails.
