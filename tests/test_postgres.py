@@ -12,8 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from actors.storage import pg_schema
-from actors.storage.postgres import PostgresStorage, Superseded
+from actors.storage import Superseded, pg_schema
+from actors.storage.postgres import PostgresStorage
 from streams.app import EXIT_DATA_DIR_LOCKED
 from streams.config import ConfigError, Settings
 from streams.protocol import records

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import pytest
 
-from actors.storage import CorruptLog, Log, Restore, Storage, framing
+from actors.storage import CorruptLog, Log, Restore, Storage, Superseded, framing
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from actors.storage.postgres import PostgresStorage
@@ -56,13 +56,17 @@ class Kind:
     disk would. None where neither can happen: memory commits in one step of the process,
     and a crash loses everything it holds; a database commits a transaction whole or not at
     all."""
+    shared: bool = False
+    """Several processes use it at once: a `create` never replaces a committed stream (it is
+    another process's, created meanwhile): its first commit raises `Superseded`. The others
+    replace it, as a truncated file is."""
 
 
 KINDS = [
     Kind("memory", lambda _: MemoryStorage(), persistent=False),
     Kind("files", lambda root: FileStorage(root, durable=True), persistent=True, raw=file_of),
     Kind("files-lazy", lambda root: FileStorage(root, durable=False), persistent=True, raw=file_of),
-    Kind("postgres", lambda place: in_database(place), persistent=True),
+    Kind("postgres", lambda place: in_database(place), persistent=True, shared=True),
 ]
 
 
@@ -249,6 +253,13 @@ async def test_create_starts_a_name_afresh(backend: Backend) -> None:
     await log.checkpoint(b"state")
     await commit(log, BATCHES[2:])
     log.close()
+    if backend.kind.shared:
+        log = await backend.storage.create("s")
+        log.stage(*records.encode(create()))
+        with pytest.raises(Superseded):
+            await log.commit()
+        log.close()
+        await backend.storage.remove("s")
     log = await backend.storage.create("s")
     assert log.end == 0
     staged = await commit(log, BATCHES[:2])  # the same bytes the old checkpoint covered

@@ -14,6 +14,7 @@ MIGRATIONS: tuple[str, ...] = (
         key bytea NOT NULL UNIQUE,
         name bytea NOT NULL,
         tail bigint NOT NULL DEFAULT 0,
+        generation bigint NOT NULL DEFAULT 0,
         ttl bigint,
         expires_at double precision
     );

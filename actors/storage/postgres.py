@@ -3,65 +3,94 @@ locator, the byte position its data would have in a file's frames, so the actor'
 staging mean what they mean in the other modes. psycopg has no Trio support: every call runs
 in a worker thread, under a capacity limiter as wide as the connection pool.
 
-One process per database for now (issue 16, step 1); a commit still checks that the stream's
-tail is the one this log read, so a second writer fails its commit instead of interleaving.
+Several processes may share a database: a commit holds the stream's row lock from `hold`
+(which folds what others committed first) to its COMMIT, and a read `refresh`es first. A log
+knows its stream row and that row's generation (a compaction starts the next one): another
+process's delete, create or compaction makes it `Superseded`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import attrs
-import cbor2
 import psycopg
 import psycopg_pool
 import trio
 
-from actors.storage import Fold, Log, Restore, Staged, framing, pg_schema
-from streams.protocol import records
+from actors.storage import Fold, Log, Restore, Staged, Superseded, framing, pg_rows, pg_schema
+from actors.storage.pg_rows import Connection
 from streams.protocol.extents import Slice
 
 T = TypeVar("T")
-Connection = psycopg.Connection[tuple[Any, ...]]
 MAX_VALUE = (1 << 30) - 1  # PostgreSQL holds at most 1 GB in one value
-REPLAY_ROWS = 1000  # recovery fetches record metadata this many rows at a time
-
-
-class Superseded(RuntimeError):
-    """The stream changed under this log (another writer): the actor recovers afresh."""
-
-
-def key(name: str) -> bytes:
-    """Rows are found by the SHA-256 of the name, as a data directory names its files:
-    any name, of any length, makes an index entry of 32 bytes."""
-    return hashlib.sha256(encoded(name)).digest()
-
-
-def encoded(name: str) -> bytes:
-    return name.encode("utf-8", "surrogatepass")
-
-
-def decoded(raw: bytes) -> str:
-    return bytes(raw).decode("utf-8", "surrogatepass")
-
-
-def _expiry(meta: bytes) -> tuple[int | None, float | None]:
-    """The TTL and Expires-At a log's first record carries, for the start-up expiry scan."""
-    doc = cbor2.loads(meta)
-    if isinstance(doc, dict) and doc.get("k") in ("create", "base"):
-        return doc.get("ttl"), doc.get("exp")
-    return None, None
 
 
 @attrs.define
 class PostgresLog:
     _storage: PostgresStorage
-    stream: int  # the stream row's id
+    _name: str
+    stream: int | None  # the stream row's id (None: created, its first commit to come)
+    generation: int  # and the row's generation
     end: int
     _staged: Staged = attrs.field(factory=Staged)
     _next: tuple[bytes, bytes] | None = None  # a compaction's prepared record
+    _held: Connection | None = None  # in a transaction holding the row lock, from `hold`
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """On the held connection (no pool wait: it is ours), else on a pooled one."""
+        held = self._held
+        if held is None:
+            return await self._storage.call(function, *args)
+        return await trio.to_thread.run_sync(lambda: function(held, *args))
+
+    async def hold(self, fold: Fold) -> bool:
+        assert self._held is None, "hold twice"
+        connection = await self._storage.acquire()
+        try:
+            self.end, moved = await trio.to_thread.run_sync(self._catch_up, connection, fold, True)
+        except BaseException:
+            self._storage.give_back(connection)
+            raise
+        self._held = connection
+        return moved
+
+    async def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await trio.to_thread.run_sync(self._storage.give_back, held)
+
+    async def refresh(self, fold: Fold) -> bool:
+        self.end, moved = await self._call(self._catch_up, fold, False)
+        return moved
+
+    def _catch_up(self, connection: Connection, fold: Fold, lock: bool) -> tuple[int, bool]:
+        """(the tail, whether it moved): the records others committed past `end` folded,
+        with the row locked in a transaction left open when `lock`, else as of one snapshot
+        (a compaction elsewhere cannot move the rows between reading the row and them)."""
+        if self.stream is None:  # nothing committed yet: nothing to fold, nothing to hold
+            return self.end, False
+        if lock:
+            connection.execute("BEGIN")
+            return self._fold_since(connection, fold, " FOR UPDATE")
+        with pg_rows.snapshot(connection):
+            return self._fold_since(connection, fold, "")
+
+    def _fold_since(self, connection: Connection, fold: Fold, lock: str) -> tuple[int, bool]:
+        row = connection.execute(
+            ("SELECT tail, generation FROM ds_streams WHERE id = %s" + lock).encode(),
+            (self.stream,),
+        ).fetchone()
+        if row is None or row[1] != self.generation:
+            raise Superseded(f"stream row {self.stream} was removed or replaced")
+        tail = int(row[0])
+        if tail <= self.end:
+            return self.end, False
+        assert self.stream is not None
+        pg_rows.replay(connection, self.stream, self.end, tail, fold)
+        return tail, True
 
     def stage(self, meta: bytes, data: bytes) -> int:
         if len(data) > MAX_VALUE or len(meta) > MAX_VALUE:
@@ -71,33 +100,58 @@ class PostgresLog:
     async def commit(self) -> None:
         staged = self._staged.take()
         if staged:
-            self.end = await self._storage.call(self._commit, staged)
+            self.end = await self._call(self._commit, staged)
+            if self._held is not None:
+                await self._call(pg_rows.execute, "COMMIT", ())
+                await self.release()
 
     def _commit(self, connection: Connection, staged: list[tuple[bytes, bytes]]) -> int:
-        rows, end = [], self.end
-        for meta, data in staged:
-            rows.append((self.stream, end + framing.data_offset(meta), meta, data))
-            end += framing.frame_size(meta, len(data))
-        ttl, expires = _expiry(staged[0][0]) if self.end == 0 else (None, None)
         with connection.transaction(), connection.cursor() as cursor:
-            # The stream row first: it takes the row lock, and checks the tail is ours.
-            cursor.execute(
-                "UPDATE ds_streams SET tail = %s, ttl = coalesce(%s, ttl),"
-                " expires_at = coalesce(%s, expires_at) WHERE id = %s AND tail = %s",
-                (end, ttl, expires, self.stream, self.end),
-            )
-            if cursor.rowcount != 1:
-                raise Superseded(f"stream row {self.stream} is not at {self.end} any more")
+            if self.stream is None:  # a new stream: its row and first records together
+                self.stream = self._insert_row(cursor, staged)
+            else:  # the row first: it takes the row lock, and checks the tail is ours
+                cursor.execute(
+                    "UPDATE ds_streams SET tail = %s WHERE id = %s AND tail = %s",
+                    (self.end + pg_rows.size(staged), self.stream, self.end),
+                )
+                if cursor.rowcount != 1:
+                    raise Superseded(f"stream row {self.stream} is not at {self.end} any more")
+            rows, end = [], self.end
+            for meta, data in staged:
+                rows.append((self.stream, end + framing.data_offset(meta), meta, data))
+                end += framing.frame_size(meta, len(data))
             cursor.executemany(
                 "INSERT INTO ds_records (stream, at, meta, data) VALUES (%s, %s, %s, %s)", rows
             )
         return end
 
+    def _insert_row(
+        self, cursor: psycopg.Cursor[tuple[Any, ...]], staged: list[tuple[bytes, bytes]]
+    ) -> int:
+        """The stream's row, unless another process created the stream meanwhile (the unique
+        key waits for its transaction): then `Superseded`."""
+        ttl, expires = pg_rows.expiry(staged[0][0])
+        cursor.execute(
+            "INSERT INTO ds_streams (key, name, tail, ttl, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING id",
+            (
+                pg_rows.key(self._name),
+                pg_rows.encoded(self._name),
+                pg_rows.size(staged),
+                ttl,
+                expires,
+            ),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise Superseded(f"stream {self._name!r} was created by another process")
+        return int(row[0])
+
     async def read(self, slices: Iterable[Slice]) -> bytes:
         wanted = list(slices)
         if not wanted:
             return b""
-        return await self._storage.call(self._read, wanted)
+        return await self._call(self._read, wanted)
 
     def _read(self, connection: Connection, slices: list[Slice]) -> bytes:
         """One query: the slices' rows on the primary key, each cut in the database (the data
@@ -122,24 +176,24 @@ class PostgresLog:
 
     async def checkpoint(self, state: bytes) -> None:
         if self.end:
-            await self._storage.call(
-                _execute,
+            await self._call(
+                pg_rows.execute,
                 "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
                 " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state",
                 (self.stream, self.end, state),
             )
 
     async def save_view(self, view: bytes) -> None:
-        await self._storage.call(
-            _execute,
+        await self._call(
+            pg_rows.execute,
             "INSERT INTO ds_views (stream, view) VALUES (%s, %s)"
             " ON CONFLICT (stream) DO UPDATE SET view = excluded.view",
             (self.stream, view),
         )
 
     async def load_view(self) -> bytes | None:
-        row = await self._storage.call(
-            _fetch_one, "SELECT view FROM ds_views WHERE stream = %s", (self.stream,)
+        row = await self._call(
+            pg_rows.fetch_one, "SELECT view FROM ds_views WHERE stream = %s", (self.stream,)
         )
         return None if row is None else bytes(row[0])
 
@@ -151,9 +205,10 @@ class PostgresLog:
 
     async def restart(self, keep_from: int) -> int:
         assert self._next is not None, "restart without prepare_restart"
-        shift: int = await self._storage.call(self._restart, self._next, keep_from)
+        shift: int = await self._call(self._restart, self._next, keep_from)
         self._next = None
         self.end += shift
+        self.generation += 1
         return shift
 
     def _restart(self, connection: Connection, first: tuple[bytes, bytes], keep_from: int) -> int:
@@ -162,6 +217,13 @@ class PostgresLog:
         meta, data = first
         shift = framing.frame_size(meta, len(data)) - keep_from
         with connection.transaction(), connection.cursor() as cursor:
+            cursor.execute(  # the row first: it takes the row lock, and checks it is ours
+                "UPDATE ds_streams SET tail = tail + %s, generation = generation + 1"
+                " WHERE id = %s AND tail = %s AND generation = %s",
+                (shift, self.stream, self.end, self.generation),
+            )
+            if cursor.rowcount != 1:
+                raise Superseded(f"stream row {self.stream} is not at {self.end} any more")
             cursor.execute(
                 "DELETE FROM ds_records WHERE stream = %s AND at < %s", (self.stream, keep_from)
             )
@@ -173,12 +235,6 @@ class PostgresLog:
                 "INSERT INTO ds_records (stream, at, meta, data) VALUES (%s, %s, %s, %s)",
                 (self.stream, framing.data_offset(meta), meta, data),
             )
-            cursor.execute(
-                "UPDATE ds_streams SET tail = tail + %s WHERE id = %s AND tail = %s",
-                (shift, self.stream, self.end),
-            )
-            if cursor.rowcount != 1:
-                raise Superseded(f"stream row {self.stream} is not at {self.end} any more")
             cursor.execute("DELETE FROM ds_checkpoints WHERE stream = %s", (self.stream,))
             cursor.execute("DELETE FROM ds_views WHERE stream = %s", (self.stream,))
         return shift
@@ -186,18 +242,9 @@ class PostgresLog:
     def close(self) -> None:
         self._staged.take()
         self._next = None
-
-
-def _execute(connection: Connection, query: str, params: tuple[Any, ...]) -> None:
-    connection.execute(query.encode(), params)
-
-
-def _fetch_one(connection: Connection, query: str, params: tuple[Any, ...]) -> Any:
-    return connection.execute(query.encode(), params).fetchone()
-
-
-def _fetch_all(connection: Connection, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
-    return connection.execute(query.encode(), params).fetchall()
+        held, self._held = self._held, None
+        if held is not None:  # a failure between `hold` and `commit`
+            self._storage.give_back(held)
 
 
 @attrs.define
@@ -232,6 +279,17 @@ class PostgresStorage:
             raise
         return cls(pool, trio.CapacityLimiter(max_size))
 
+    async def acquire(self) -> Connection:
+        """A pooled connection, for a caller that gives it back (`pool.putconn`)."""
+        return await trio.to_thread.run_sync(self.pool.getconn, limiter=self.limiter)
+
+    def give_back(self, connection: Connection) -> None:
+        """A connection from `acquire` back to the pool, its transaction (if any) rolled back."""
+        if connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            with contextlib.suppress(psycopg.Error):
+                connection.execute("ROLLBACK")
+        self.pool.putconn(connection)
+
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(connection, *args)` in a worker thread, on a pooled connection."""
 
@@ -244,7 +302,7 @@ class PostgresStorage:
     async def check(self) -> str | None:
         """Why the database cannot serve (for /readyz), or None if it answers."""
         try:
-            await self.call(_fetch_one, "SELECT 1", ())
+            await self.call(pg_rows.fetch_one, "SELECT 1", ())
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
             return f"database unavailable: {' '.join(str(error).split())}"
         return None
@@ -255,13 +313,13 @@ class PostgresStorage:
     def _open(
         self, connection: Connection, name: str, fold: Fold, restore: Restore | None
     ) -> Log | None:
-        with connection.transaction():
+        with pg_rows.snapshot(connection):
             row = connection.execute(
-                "SELECT id, tail FROM ds_streams WHERE key = %s", (key(name),)
+                "SELECT id, tail, generation FROM ds_streams WHERE key = %s", (pg_rows.key(name),)
             ).fetchone()
-            if row is None or row[1] == 0:  # absent, or created with nothing committed
+            if row is None:
                 return None
-            stream, tail = int(row[0]), int(row[1])
+            stream, tail, generation = int(row[0]), int(row[1]), int(row[2])
             start = 0
             if restore is not None:
                 saved = connection.execute(
@@ -269,26 +327,16 @@ class PostgresStorage:
                 ).fetchone()
                 if saved is not None and saved[0] <= tail and restore(bytes(saved[1])):
                     start = int(saved[0])
-            _replay(connection, stream, start, fold)
-        return PostgresLog(self, stream, tail)
+            pg_rows.replay(connection, stream, start, tail, fold)
+        return PostgresLog(self, name, stream, generation, tail)
 
     async def create(self, name: str) -> Log:
-        return await self.call(self._create, name)
-
-    def _create(self, connection: Connection, name: str) -> Log:
-        """A stream row with nothing committed (no stream until its first commit), replacing
-        whatever the name held, as a file is truncated."""
-        with connection.transaction():
-            connection.execute("DELETE FROM ds_streams WHERE key = %s", (key(name),))
-            row = connection.execute(
-                "INSERT INTO ds_streams (key, name) VALUES (%s, %s) RETURNING id",
-                (key(name), encoded(name)),
-            ).fetchone()
-        assert row is not None
-        return PostgresLog(self, int(row[0]), 0)
+        """A log whose first commit inserts the stream's row with its first records, so no
+        process ever sees a stream row with nothing committed."""
+        return PostgresLog(self, name, None, 0, 0)
 
     async def remove(self, name: str) -> None:
-        await self.call(self._remove, key(name))
+        await self.call(self._remove, pg_rows.key(name))
 
     @staticmethod
     def _remove(connection: Connection, digest: bytes) -> None:
@@ -307,66 +355,49 @@ class PostgresStorage:
                 "INSERT INTO ds_links (source, fork_key, fork, incarnation)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (source, fork_key)"
                 " DO UPDATE SET incarnation = excluded.incarnation",
-                (key(source), key(fork), encoded(fork), incarnation),
+                (pg_rows.key(source), pg_rows.key(fork), pg_rows.encoded(fork), incarnation),
             )
             connection.execute(
                 "INSERT INTO ds_fork_sources (source, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (key(source), encoded(source)),
+                (pg_rows.key(source), pg_rows.encoded(source)),
             )
 
     async def remove_link(self, source: str, fork: str) -> None:
         await self.call(
-            _execute,
+            pg_rows.execute,
             "DELETE FROM ds_links WHERE source = %s AND fork_key = %s",
-            (key(source), key(fork)),
+            (pg_rows.key(source), pg_rows.key(fork)),
         )
 
     async def links(self, source: str) -> dict[str, str]:
         rows = await self.call(
-            _fetch_all, "SELECT fork, incarnation FROM ds_links WHERE source = %s", (key(source),)
+            pg_rows.fetch_all,
+            "SELECT fork, incarnation FROM ds_links WHERE source = %s",
+            (pg_rows.key(source),),
         )
-        return {decoded(fork): incarnation for fork, incarnation in rows}
+        return {pg_rows.decoded(fork): incarnation for fork, incarnation in rows}
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         rows = await self.call(
-            _fetch_all,
+            pg_rows.fetch_all,
             "SELECT name, ttl, expires_at FROM ds_streams"
-            " WHERE tail > 0 AND (ttl IS NOT NULL OR expires_at IS NOT NULL)",
+            " WHERE ttl IS NOT NULL OR expires_at IS NOT NULL",
         )
-        return [(decoded(name), ttl, expires) for name, ttl, expires in rows]
+        return [(pg_rows.decoded(name), ttl, expires) for name, ttl, expires in rows]
 
     async def fork_sources(self) -> list[str]:
-        rows = await self.call(_fetch_all, "SELECT name FROM ds_fork_sources")
-        return [decoded(name) for (name,) in rows]
+        rows = await self.call(pg_rows.fetch_all, "SELECT name FROM ds_fork_sources")
+        return [pg_rows.decoded(name) for (name,) in rows]
 
     async def names(self) -> list[str]:
-        rows = await self.call(_fetch_all, "SELECT name FROM ds_streams WHERE tail > 0")
-        return [decoded(name) for (name,) in rows]
+        rows = await self.call(pg_rows.fetch_all, "SELECT name FROM ds_streams")
+        return [pg_rows.decoded(name) for (name,) in rows]
 
     def count_logs(self) -> int:
         """The streams stored (blocking: /metrics calls it in a worker thread)."""
         with self.pool.connection() as connection:
-            row = _fetch_one(connection, "SELECT count(*) FROM ds_streams WHERE tail > 0", ())
+            row = pg_rows.fetch_one(connection, "SELECT count(*) FROM ds_streams", ())
         return int(row[0])
 
     def close(self) -> None:
         self.pool.close()
-
-
-def _replay(connection: Connection, stream: int, start: int, fold: Fold) -> None:
-    """The records after `start`, metadata only, a batch of rows at a time (a server-side
-    cursor), folded in log order; as `actors.storage.replay` does for frames."""
-    first = start == 0
-    with connection.cursor(name="ds_replay") as cursor:
-        cursor.itersize = REPLAY_ROWS
-        cursor.execute(
-            "SELECT at, meta, length(data) FROM ds_records"
-            " WHERE stream = %s AND at > %s ORDER BY at",
-            (stream, start),
-        )
-        for at, meta, length in cursor:
-            record = records.decode(bytes(meta))
-            if first and not isinstance(record, records.CreateRecord | records.BaseRecord):
-                raise ValueError("log does not start with a create record")
-            first = False
-            fold(record, int(at), int(length))
