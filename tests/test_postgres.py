@@ -6,6 +6,7 @@ The storage contract (tests/test_storage_contract.py) and the conformance suite
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -135,3 +136,48 @@ async def test_a_second_writer_fails_its_commit_and_writes_nothing(postgres_url:
     finally:
         first.close()
         second.close()
+
+
+def test_two_server_processes_interleave_appends_on_one_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two servers on one database, as `hypercorn --workers 2` or two hosts would run: each
+    append goes to one and its retry to the other, writers in threads so that both serve at
+    once. Every message is stored once, ending where its 200 said, each producer in order."""
+    env = postgres_env(postgres_url)
+    text = {"Content-Type": "text/plain"}
+    for server in ("a", "b"):
+        (tmp_path / server).mkdir()  # each one's log; neither has a data directory
+    with (
+        running_server(tmp_path / "a" / "data", env) as first_url,
+        running_server(tmp_path / "b" / "data", env) as second_url,
+        httpx.Client(base_url=first_url) as one,
+        httpx.Client(base_url=second_url) as two,
+    ):
+        assert one.put(f"{BASE}/s", headers=text).status_code == 201
+        acknowledged: dict[bytes, int] = {}
+
+        def writer(index: int) -> None:
+            with httpx.Client(base_url=first_url) as a, httpx.Client(base_url=second_url) as b:
+                for seq in range(10):
+                    body = b"<w%d:%02d>" % (index, seq)
+                    headers = {**text, "Producer-Id": f"w{index}", "Producer-Epoch": "0"}
+                    headers["Producer-Seq"] = str(seq)
+                    first, retry = (a, b) if (index + seq) % 2 else (b, a)
+                    reply = first.post(f"{BASE}/s", content=body, headers=headers)
+                    assert reply.status_code == 200, reply.text
+                    offset = reply.headers["Stream-Next-Offset"]
+                    acknowledged[body] = int(offset.split("_")[1])
+                    assert retry.post(f"{BASE}/s", content=body, headers=headers).status_code == 204
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(writer, range(4)))
+        data = one.get(f"{BASE}/s", params={"offset": "-1"}).content
+        assert two.get(f"{BASE}/s", params={"offset": "-1"}).content == data
+    assert len(data) == sum(len(body) for body in acknowledged) and len(acknowledged) == 40
+    for body, offset in acknowledged.items():
+        assert data.count(body) == 1
+        assert data.index(body) + len(body) == offset
+    for index in range(4):
+        positions = [data.index(b"<w%d:%02d>" % (index, seq)) for seq in range(10)]
+        assert positions == sorted(positions)
