@@ -227,6 +227,8 @@ class StreamActor(Existence):
     async def _handle(self, envelope: m.Envelope) -> None:
         message, pending = envelope
         try:
+            if not isinstance(message, m.AppendMessage):
+                await self._caught_up()
             state = self.state
             if state is not None and not state.soft_deleted and state.expired(self.clock()):
                 await self._expire()
@@ -330,14 +332,25 @@ class StreamActor(Existence):
         leaves uncommitted records in the state, so it fails stop and recovers from the log.
         """
         try:
+            await self._caught_up(hold=True)
             state = self._existing()
             assert self.log is not None
             added_from = state.tail
             if state.config.state_validation == "semantic":
                 await self.views.ensure(state, self.log)
-            outcomes, added = await commit_appends(
-                state, self.log, self.cache, batch, self.clock(), self.views, self.registry.metrics
-            )
+            try:
+                outcomes, added = await commit_appends(
+                    state,
+                    self.log,
+                    self.cache,
+                    batch,
+                    self.clock(),
+                    self.views,
+                    self.registry.metrics,
+                )
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.log.release()  # nothing committed: the row lock goes
             self._note_deadline()
         except BaseException as error:
             failure = (

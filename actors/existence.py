@@ -1,6 +1,7 @@
 """A stream coming into and going out of existence, as its actor handles it: create (and
 undoing a create that failed), delete (a soft delete while forks read the stream), expiry,
-and a fork's link released. `StreamActor` (actors/actor.py) takes these handlers from
+a fork's link released, and (postgres mode) catching up with what other server processes
+committed to the stream. `StreamActor` (actors/actor.py) takes these handlers from
 `Existence`; what they use of the actor is declared on the class below."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import trio
 
 from actors import messages as m
 from actors.batch import plan_create
-from actors.storage import Log, Storage
+from actors.storage import Log, Storage, Superseded
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
@@ -42,6 +43,7 @@ class Existence:
         def _existing(self) -> StreamState: ...
         def _note_deadline(self) -> None: ...
         def _notify(self) -> None: ...
+        async def _recover(self) -> None: ...
 
     # ---- create -------------------------------------------------------------------------
 
@@ -58,6 +60,12 @@ class Existence:
             self.log = await self.storage.create(self.name)
             locator = self.log.stage(meta, record.data)
             await self.registry.metrics.commit(self.log)
+        except Superseded:  # another process created it meanwhile: it is theirs to keep
+            self.log = None
+            await self._recover()
+            if self.state is None:
+                raise
+            return self.state.recreate(request)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._discard_log()
@@ -125,3 +133,37 @@ class Existence:
                 await self.storage.remove(self.name)
         elif self.state.soft_deleted and not await self.storage.links(self.name):
             await self._delete()
+
+    # ---- other processes (postgres mode) --------------------------------------------------
+
+    async def _caught_up(self, hold: bool = False) -> None:
+        """The state made authoritative: what other processes committed to the log since
+        this actor last looked is folded in (docs/scaling.md; a log only this process writes
+        has nothing to fold). With `hold`, the log stays held for a commit. A stream deleted,
+        created again or compacted elsewhere is recovered afresh (once)."""
+        for attempt in (0, 1):
+            if self.state is None or self.log is None:
+                return
+            state, log = self.state, self.log
+            try:
+                moved = await (log.hold(state.apply) if hold else log.refresh(state.apply))
+            except Superseded:
+                if attempt:
+                    raise
+                log.close()
+                self.log, self.state = None, None
+                self.views.drop()
+                await self._recover()
+                self._moved()
+                continue
+            if moved:
+                self._moved()
+            return
+
+    def _moved(self) -> None:
+        """After records committed elsewhere were folded: the tail cache starts again at the
+        tail, a resident view is rebuilt on next use, and live readers look again."""
+        self.views.drop()
+        self.cache = TailCache(self.state.tail if self.state else 0, self.cache_bytes)
+        self._note_deadline()
+        self._notify()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import trio
 
-from actors.storage import CorruptLog, framing
+from actors.storage import CorruptLog, Superseded, framing
 from actors.storage.files import WRITE_REFUSED
 from streams.protocol.errors import ProtocolError
 
@@ -46,6 +46,15 @@ def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError
     cause."""
     if exhausted(cause):
         return out_of_descriptors()
+    if isinstance(cause, Superseded):
+        return ProtocolError(
+            503,
+            "Service Unavailable",
+            f"stream {name!r} was changed by another server process meanwhile; nothing was"
+            " changed here, retry",
+            {"Retry-After": "1"},
+            code="CONCURRENT_CHANGE",
+        )
     if isinstance(cause, CorruptLog):
         return ProtocolError(
             500,

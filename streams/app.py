@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+import psycopg
+import psycopg_pool
 import trio
 from quart import request
 from quart_trio import QuartTrio
@@ -25,6 +27,8 @@ from actors.service import Streams
 from actors.storage import DataDirLocked, Storage
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
+from actors.storage.pg_schema import SchemaTooNew
+from actors.storage.postgres import PostgresStorage
 from actors.storage.subscriptions import FileSubscriptions, MemorySubscriptions, SubscriptionStore
 from actors.subscriptions import SubscriptionLimits, Subscriptions
 from actors.view_budget import ViewLimits
@@ -37,7 +41,7 @@ from streams.resources import raise_fd_limit
 from streams.subscriptions_http import mount as mount_subscriptions
 from streams.yjs_http import documents, mount
 
-EXIT_DATA_DIR_LOCKED = 3
+EXIT_DATA_DIR_LOCKED = 3  # also: the database is unreachable at start, or its schema too new
 BEARER = {"WWW-Authenticate": 'Bearer realm="metrics"'}
 OPS = ("/healthz", "/readyz", "/metrics")  # served by Quart; every other path is the protocol's
 
@@ -87,21 +91,36 @@ class StreamsApp(QuartTrio):
             operation = scope["path"].strip("/") if scope["path"] in OPS else "other"
             self.access_log.log(scope, status, size, began, operation, rid)
 
-    def readiness(self) -> str | None:
+    async def readiness(self) -> str | None:
         """Why the server is not ready for traffic, or None if it is: it has started, its
-        storage is open and writable, and it is not shutting down."""
+        storage is open and writable (a database answers a query), and it is not shutting
+        down."""
         if self.stopping:
             return "shutting down"
         if self.protocol is None:
             return "starting"
         if isinstance(self.storage, FileStorage) and self.storage.refused:
             return f"storage is read-only: {os.strerror(self.storage.refused)}"
+        if isinstance(self.storage, PostgresStorage):
+            return await self.storage.check()
         return None
 
 
-def open_storage(settings: Settings) -> Storage:
+async def open_storage(settings: Settings) -> Storage:
+    """The storage the settings name; a database is connected (and its schema migrated) in a
+    worker thread."""
     if settings.storage_mode == "memory":
         return MemoryStorage()
+    if settings.storage_mode == "postgres":
+        assert settings.postgres_url is not None  # checked with the settings
+        return await trio.to_thread.run_sync(
+            lambda: PostgresStorage.connect(
+                settings.postgres_url or "",
+                settings.postgres_pool_min,
+                settings.postgres_pool_max,
+                settings.postgres_connect_timeout,
+            )
+        )
     return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
 
 
@@ -111,7 +130,9 @@ def open_subscriptions(settings: Settings, streams: Streams) -> Subscriptions:
     if settings.storage_mode == "memory":
         store = MemorySubscriptions()
     else:
-        store = FileSubscriptions(settings.data_dir, settings.storage_mode == "file-durable")
+        # postgres mode: in the data directory until they move to the database (issue 16)
+        durable = settings.storage_mode in ("file-durable", "postgres")
+        store = FileSubscriptions(settings.data_dir, durable)
     webhooks = Webhooks(
         WebhookLimits(
             settings.subscription_webhook_timeout,
@@ -128,6 +149,16 @@ def open_subscriptions(settings: Settings, streams: Streams) -> Subscriptions:
         settings.subscription_key_publish,
     )
     return Subscriptions(streams, store, webhooks, limits)
+
+
+def storage_failure(error: Exception) -> str | None:
+    """The one line to exit with when storage cannot be opened at start, or None if
+    `error` is not about that."""
+    if isinstance(error, DataDirLocked | SchemaTooNew):
+        return str(error)
+    if isinstance(error, psycopg.Error | psycopg_pool.PoolTimeout):
+        return f"cannot use the database (DS_STORAGE__POSTGRES_URL): {' '.join(str(error).split())}"
+    return None
 
 
 def collect_less() -> None:
@@ -149,11 +180,14 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
         app.access_log = access.AccessLog(resolved.access_log)
         descriptors = raise_fd_limit()
         try:
-            app.storage = open_storage(resolved)
-        except DataDirLocked as error:
+            app.storage = await open_storage(resolved)
+        except Exception as error:
             # Exit the worker at once with a clear message: serving without the data
-            # directory would answer every request with an error.
-            logging.getLogger(__name__).critical("%s", error)
+            # directory (or the database) would answer every request with an error.
+            line = storage_failure(error)
+            if line is None:
+                raise
+            logging.getLogger(__name__).critical("%s", line)
             sys.stderr.flush()
             os._exit(EXIT_DATA_DIR_LOCKED)
         registry = Registry(
@@ -218,7 +252,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
 
     @app.get("/readyz")
     async def readyz() -> tuple[str, int]:
-        reason = app.readiness()
+        reason = await app.readiness()
         return ("ready\n", 200) if reason is None else (f"not ready: {reason}\n", 503)
 
     @app.get("/metrics")

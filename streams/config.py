@@ -37,8 +37,9 @@ from streams.config_values import (
     text,
 )
 
-StorageMode = Literal["file-durable", "file-fast", "memory"]
-MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory")
+StorageMode = Literal["file-durable", "file-fast", "memory", "postgres"]
+MODES: tuple[StorageMode, ...] = ("file-durable", "file-fast", "memory", "postgres")
+FILE_MODES = ("file-durable", "file-fast")
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -74,6 +75,10 @@ class ConfigError(ValueError):
 class Settings:
     storage_mode: StorageMode = "file-durable"
     data_dir: Path = Path("./data")
+    postgres_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
+    postgres_pool_min: int = 1
+    postgres_pool_max: int = 10
+    postgres_connect_timeout: float = 10.0
     long_poll_timeout: float = 20.0
     sse_reconnect_interval: float = 60.0
     send_timeout: float = 30.0
@@ -181,6 +186,10 @@ KEYS: tuple[Key, ...] = (
     Key("DS_SERVER__READER_WAKE_DELAY_SECS", "reader_wake_delay", seconds),
     Key("DS_STORAGE__MODE", "storage_mode", one_of(*MODES)),
     Key("DS_STORAGE__DATA_DIR", "data_dir", path, "./data"),
+    Key("DS_STORAGE__POSTGRES_URL", "postgres_url", text, "unset"),
+    Key("DS_STORAGE__POSTGRES_POOL_MIN", "postgres_pool_min", count),
+    Key("DS_STORAGE__POSTGRES_POOL_MAX", "postgres_pool_max", count),
+    Key("DS_STORAGE__POSTGRES_CONNECT_TIMEOUT_SECS", "postgres_connect_timeout", seconds),
     Key("DS_LIMITS__MAX_APPEND_BYTES", "max_append_bytes", count),
     Key("DS_LIMITS__MAX_STREAM_BYTES", "max_stream_bytes", count, "unlimited"),
     Key("DS_LIMITS__READ_CHUNK_BYTES", "read_chunk_bytes", count),
@@ -338,6 +347,16 @@ def _build(given: Layers) -> tuple[Settings, Layers]:
         raise key.error("needs DS_TLS__CERT_PATH (tls.cert_path) too")
     if key is None and cert is not None:
         raise cert.error("needs DS_TLS__KEY_PATH (tls.key_path) too")
+    if values.get("storage_mode") == "postgres" and not values.get("postgres_url"):
+        raise given["storage_mode"].error(
+            "postgres needs DS_STORAGE__POSTGRES_URL (storage.postgres_url)"
+        )
+    pool_min = values.get("postgres_pool_min", 1)
+    if pool_min > values.get("postgres_pool_max", 10):
+        where = given.get("postgres_pool_min") or given["postgres_pool_max"]
+        raise where.error(
+            "DS_STORAGE__POSTGRES_POOL_MIN must not exceed DS_STORAGE__POSTGRES_POOL_MAX"
+        )
     stream_base = values.get("stream_base_path", DEFAULT_BASE_PATH) + "/"
     yjs_base = values.get("yjs_base_path", DEFAULT_YJS_BASE_PATH) + "/"
     if stream_base.startswith(yjs_base) or yjs_base.startswith(stream_base):
@@ -415,7 +434,7 @@ def _check_tls(settings: Settings, given: Layers) -> None:
 def load_checked(environ: Mapping[str, str] = os.environ, file: Path | None = None) -> Settings:
     """`Settings.load`, and the data directory and TLS files it names checked."""
     settings, given = _load(environ, file)
-    if settings.storage_mode != "memory":
+    if settings.storage_mode in FILE_MODES:
         _check_data_dir(settings.data_dir, origin(given, "data_dir"))
     _check_tls(settings, given)
     return settings

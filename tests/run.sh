@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (a virtualenv, the pinned npm conformance suite, state interop
-# packages, upstream's Yjs suite, Debian's Chromium and the collab example's page) and runs every
-# test: lint, types, the import layering, unit and model-based tests, the conformance suite, the
-# StreamDB and Yjs interop, the collab example in a browser.
+# packages, upstream's Yjs suite, Debian's Chromium and the collab example's page, PostgreSQL)
+# and runs every test: lint, types, the import layering, unit and model-based tests, the
+# conformance suite, the StreamDB and Yjs interop, the collab example in a browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -20,6 +20,16 @@ if ! command -v chromium > /dev/null; then
   else
     echo "tests/run.sh: no chromium (apt-get install chromium): the browser test is skipped" >&2
   fi
+fi
+# PostgreSQL from Debian's packages, for the postgres-mode tests: tests/postgres.py starts a
+# throwaway server of its own, so the package is told to create no cluster.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/no-main.conf
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
+    > /dev/null
 fi
 .venv/bin/ruff check .
 .venv/bin/mypy

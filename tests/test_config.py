@@ -30,6 +30,10 @@ def test_every_setting_has_its_name() -> None:
         {
             "DS_STORAGE__MODE": "memory",
             "DS_STORAGE__DATA_DIR": "/srv/streams",
+            "DS_STORAGE__POSTGRES_URL": "host=/run/postgresql dbname=streams",
+            "DS_STORAGE__POSTGRES_POOL_MIN": "2",
+            "DS_STORAGE__POSTGRES_POOL_MAX": "4",
+            "DS_STORAGE__POSTGRES_CONNECT_TIMEOUT_SECS": "1.5",
             "DS_SERVER__LONG_POLL_TIMEOUT_SECS": "2.5",
             "DS_SERVER__SSE_RECONNECT_INTERVAL_SECS": "30",
             "DS_SERVER__SEND_TIMEOUT_SECS": "7",
@@ -72,6 +76,10 @@ def test_every_setting_has_its_name() -> None:
     assert settings == Settings(
         storage_mode="memory",
         data_dir=Path("/srv/streams"),
+        postgres_url="host=/run/postgresql dbname=streams",
+        postgres_pool_min=2,
+        postgres_pool_max=4,
+        postgres_connect_timeout=1.5,
         long_poll_timeout=2.5,
         sse_reconnect_interval=30.0,
         send_timeout=7.0,
@@ -146,6 +154,8 @@ def test_the_body_budget_holds_at_least_one_largest_append() -> None:
         ("DS_LIMITS__MAX_STREAM_BYTES", "1.5"),
         ("DS_LOG__LEVEL", "loud"),
         ("DS_STORAGE__DATA_DIR", " "),
+        ("DS_STORAGE__POSTGRES_POOL_MAX", "0"),
+        ("DS_STORAGE__POSTGRES_CONNECT_TIMEOUT_SECS", "0"),
         ("DS_SERVER__BOGUS", "1"),  # an unknown key of a known section
         ("DS_AUTH__BOGUS", "1"),  # an unknown key of the auth section
     ],
@@ -236,7 +246,7 @@ def test_an_error_names_the_setting_and_its_source() -> None:
         Settings.from_env({"DS_STORAGE__MODE": "bogus"})
     assert str(raised.value) == (
         "DS_STORAGE__MODE (environment): must be one of file-durable, file-fast, memory,"
-        " got 'bogus'"
+        " postgres, got 'bogus'"
     )
 
 

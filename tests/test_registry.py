@@ -186,6 +186,15 @@ class FlakyLog:
     async def read(self, slices: list) -> bytes:  # type: ignore[type-arg]
         return await self.inner.read(slices)
 
+    async def hold(self, fold: Fold) -> bool:
+        return await self.inner.hold(fold)
+
+    async def release(self) -> None:
+        await self.inner.release()
+
+    async def refresh(self, fold: Fold) -> bool:
+        return await self.inner.refresh(fold)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -15,9 +15,10 @@ from typing import Any
 import attrs
 import pytest
 
-from actors.storage import CorruptLog, Log, Restore, Storage, framing
+from actors.storage import CorruptLog, Log, Restore, Storage, Superseded, framing
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
+from actors.storage.postgres import PostgresStorage
 from streams.protocol import records
 from streams.protocol.extents import Slice
 from streams.protocol.headers import Producer
@@ -53,14 +54,25 @@ class Kind:
     raw: Callable[[Storage, str], Path] | None = None
     """Where a log's bytes lie, for the contract to tear or damage them as a crash or a bad
     disk would. None where neither can happen: memory commits in one step of the process,
-    and a crash loses everything it holds."""
+    and a crash loses everything it holds; a database commits a transaction whole or not at
+    all."""
+    shared: bool = False
+    """Several processes use it at once: a `create` never replaces a committed stream (it is
+    another process's, created meanwhile): its first commit raises `Superseded`. The others
+    replace it, as a truncated file is."""
 
 
 KINDS = [
     Kind("memory", lambda _: MemoryStorage(), persistent=False),
     Kind("files", lambda root: FileStorage(root, durable=True), persistent=True, raw=file_of),
     Kind("files-lazy", lambda root: FileStorage(root, durable=False), persistent=True, raw=file_of),
+    Kind("postgres", lambda place: in_database(place), persistent=True, shared=True),
 ]
+
+
+def in_database(place: Path) -> Storage:
+    """A storage over the database whose connection string the fixture left at `place`."""
+    return PostgresStorage.connect((place / "postgres-url").read_text())
 
 
 @attrs.define
@@ -84,6 +96,8 @@ class Backend:
 @pytest.fixture(params=KINDS, ids=lambda kind: kind.name)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     kind: Kind = request.param
+    if kind.name == "postgres":  # a new, empty database of the session's server
+        (tmp_path / "postgres-url").write_text(request.getfixturevalue("postgres_url"))
     backend = Backend(kind, tmp_path, kind.make(tmp_path))
     yield backend
     backend.storage.close()
@@ -239,6 +253,13 @@ async def test_create_starts_a_name_afresh(backend: Backend) -> None:
     await log.checkpoint(b"state")
     await commit(log, BATCHES[2:])
     log.close()
+    if backend.kind.shared:
+        log = await backend.storage.create("s")
+        log.stage(*records.encode(create()))
+        with pytest.raises(Superseded):
+            await log.commit()
+        log.close()
+        await backend.storage.remove("s")
     log = await backend.storage.create("s")
     assert log.end == 0
     staged = await commit(log, BATCHES[:2])  # the same bytes the old checkpoint covered
@@ -400,6 +421,32 @@ async def test_without_a_usable_checkpoint_everything_is_replayed(backend: Backe
     log.close()
     log, folded = await reopen(backend)  # no restore: the checkpoint is not read
     assert folded == staged
+    log.close()
+
+
+# ---- compaction ---------------------------------------------------------------------------
+
+
+async def test_restart_puts_one_record_in_place_of_those_before_a_frame(backend: Backend) -> None:
+    log = await backend.storage.create("s")
+    staged = await commit(log, BATCHES[:2])
+    await log.checkpoint(b"state")
+    await log.save_view(b"view")
+    kept = staged[2:]
+    keep_from = kept[0][1] - framing.data_offset(records.encode(kept[0][0])[0])
+    meta, data = records.encode(BaseRecord(create(), 100, 2.0, data=b"the base's view"))
+    at = await log.prepare_restart(meta, data)
+    shift = await log.restart(keep_from)
+    restarted = [
+        (replayed(BaseRecord(create(), 100, 2.0)), at, len(data)),
+        *[(record, locator + shift, length) for record, locator, length in kept],
+    ]
+    await check_reads(log, restarted, [data, *DATA[2:4]])
+    more = await commit(log, [[AppendRecord(7.0, b"after")]])
+    log.close()
+    log, folded = await reopen(backend, restore=unexpected_restore)  # it went with the old log
+    assert folded == restarted + more
+    assert await log.load_view() is None
     log.close()
 
 

@@ -30,6 +30,11 @@ class DataDirLocked(RuntimeError):
     """Another process owns the data directory."""
 
 
+class Superseded(RuntimeError):
+    """Another process changed the stream under this log (deleted it, created it again, or
+    compacted it): the actor recovers afresh from storage."""
+
+
 class Log(Protocol):
     end: int
 
@@ -37,7 +42,21 @@ class Log(Protocol):
         """Buffer one frame; returns where its data will sit."""
 
     async def commit(self) -> None:
-        """Write everything staged, durable to the storage mode's promise."""
+        """Write everything staged, durable to the storage mode's promise (and release what
+        `hold` took)."""
+
+    async def hold(self, fold: Fold) -> bool:
+        """Before staging a commit: take what the commit needs held (a database row lock) and
+        fold into the caller's state what other processes committed since `end`; True if
+        anything was. Raises `Superseded` (nothing held). Logs owned by one process do
+        nothing here."""
+
+    async def release(self) -> None:
+        """Let go of what `hold` took, if no commit did (a batch with nothing to write)."""
+
+    async def refresh(self, fold: Fold) -> bool:
+        """`hold` without holding anything: before a read, so that it sees every commit
+        acknowledged by any process before it."""
 
     async def read(self, slices: Iterable[Slice]) -> bytes:
         """The data of `slices` (in log order, none past `end`), joined; none gives b""."""

@@ -143,6 +143,15 @@ class FileLog:
             self.end += await trio.to_thread.run_sync(self._write, staged)
             self.last_frame = last
 
+    async def hold(self, fold: Fold) -> bool:
+        return False  # the actor owns this log: nothing else commits to it
+
+    async def release(self) -> None:
+        pass
+
+    async def refresh(self, fold: Fold) -> bool:
+        return False
+
     async def checkpoint(self, state: bytes) -> None:
         if self.last_frame is not None and not self.refused:
             header = os.pread(self.fd, framing.HEADER.size, self.last_frame)

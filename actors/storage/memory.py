@@ -41,6 +41,15 @@ class MemoryLog:
         self.buffer += await framed(self._staged.take())
         self.end = len(self.buffer)
 
+    async def hold(self, fold: Fold) -> bool:
+        return False  # the actor owns this log: nothing else commits to it
+
+    async def release(self) -> None:
+        pass
+
+    async def refresh(self, fold: Fold) -> bool:
+        return False
+
     async def read(self, slices: Iterable[Slice]) -> bytes:
         view = memoryview(self.buffer)
         return b"".join(view[s.locator + s.skip : s.locator + s.skip + s.length] for s in slices)

@@ -1,0 +1,90 @@
+"""Rows of the PostgreSQL storage (docs/scaling.md): how names become keys, the statements
+every log and the storage share, and recovery's fold over a stream's record rows."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import psycopg
+
+from actors.storage import Fold, framing
+from streams.protocol import records
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+REPLAY_ROWS = 1000  # recovery fetches record metadata this many rows at a time
+
+
+def key(name: str) -> bytes:
+    """Rows are found by the SHA-256 of the name, as a data directory names its files:
+    any name, of any length, makes an index entry of 32 bytes."""
+    return hashlib.sha256(encoded(name)).digest()
+
+
+def encoded(name: str) -> bytes:
+    return name.encode("utf-8", "surrogatepass")
+
+
+def decoded(raw: bytes) -> str:
+    return bytes(raw).decode("utf-8", "surrogatepass")
+
+
+def expiry(meta: bytes) -> tuple[int | None, float | None]:
+    """The TTL and Expires-At a log's first record carries, for the start-up expiry scan."""
+    doc = cbor2.loads(meta)
+    if isinstance(doc, dict) and doc.get("k") in ("create", "base"):
+        return doc.get("ttl"), doc.get("exp")
+    return None, None
+
+
+def size(staged: list[tuple[bytes, bytes]]) -> int:
+    return sum(framing.frame_size(meta, len(data)) for meta, data in staged)
+
+
+@contextlib.contextmanager
+def snapshot(connection: Connection) -> Iterator[None]:
+    """Several statements that see one state of the database: a stream's row, checkpoint and
+    records agree however other processes commit meanwhile."""
+    connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def execute(connection: Connection, query: str, params: tuple[Any, ...]) -> None:
+    connection.execute(query.encode(), params)
+
+
+def fetch_one(connection: Connection, query: str, params: tuple[Any, ...]) -> Any:
+    return connection.execute(query.encode(), params).fetchone()
+
+
+def fetch_all(connection: Connection, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    return connection.execute(query.encode(), params).fetchall()
+
+
+def replay(connection: Connection, stream: int, start: int, tail: int, fold: Fold) -> None:
+    """The records between `start` and `tail`, metadata only, a batch of rows at a time (a
+    server-side cursor), folded in log order; as `actors.storage.replay` does for frames.
+    Bounded by the tail read before: each statement sees the commits made up to its start,
+    so rows committed after the tail was read are left for the next look."""
+    first = start == 0
+    with connection.cursor(name="ds_replay") as cursor:
+        cursor.itersize = REPLAY_ROWS
+        cursor.execute(
+            "SELECT at, meta, length(data) FROM ds_records"
+            " WHERE stream = %s AND at > %s AND at <= %s ORDER BY at",
+            (stream, start, tail),
+        )
+        for at, meta, length in cursor:
+            record = records.decode(bytes(meta))
+            if first and not isinstance(record, records.CreateRecord | records.BaseRecord):
+                raise ValueError("log does not start with a create record")
+            first = False
+            fold(record, int(at), int(length))

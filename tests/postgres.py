@@ -1,0 +1,111 @@
+"""A throwaway PostgreSQL server for the tests: Debian's binaries (tests/run.sh installs them),
+`initdb` in a temporary directory, listening on a Unix socket only (no TCP), stopped and
+removed at the end of the session. Each test gets a database of its own.
+
+Without the binaries the tests that need them skip, except in CI (`CI` set), where they fail:
+CI must run them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import psycopg
+import pytest
+
+SERVER_SETTINGS = (
+    "listen_addresses=''",  # no TCP at all (pg_ctl passes -o through a shell)
+    "fsync=off",  # a test cluster survives no power loss; nothing here tests one
+    "full_page_writes=off",
+    "max_connections=200",
+)
+
+
+def binaries() -> Path | None:
+    """The newest installed PostgreSQL's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if found:
+        newest = max(found, key=lambda path: int(Path(path).parent.parent.name))
+        return Path(newest).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the PostgreSQL tests (tests/run.sh installs them)")
+    pytest.skip(reason)
+
+
+@attrs.define
+class Cluster:
+    """A running server: its socket directory, and how to run its programs as its owner."""
+
+    root: Path
+    bindir: Path
+    user: str | None  # run as this user (the server refuses to run as root), or as we are
+    _databases: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
+
+    def run(self, program: str, *args: str) -> None:
+        owner = pwd.getpwnam(self.user) if self.user else None
+        subprocess.run(
+            [str(self.bindir / program), *args],
+            check=True,
+            capture_output=True,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"host={self.root} dbname={database} user=postgres"
+
+    def database(self) -> str:
+        """A new, empty database's connection string."""
+        name = f"test_{next(self._databases)}"
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Cluster]:
+    bindir = binaries()
+    if bindir is None:
+        unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+        raise AssertionError("unreachable")
+    user = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root, and there is no `postgres` user to run the server")
+        user = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="ds-pg-"))
+    if user is not None:
+        owner = pwd.getpwnam(user)
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    server = Cluster(root, bindir, user)
+    data = str(root / "data")
+    try:
+        server.run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8",
+                   "--locale=C")  # fmt: skip
+        options = " ".join(f"-c {setting}" for setting in SERVER_SETTINGS)
+        server.run("pg_ctl", "-D", data, "-l", str(root / "log"), "-w", "-s", "start",
+                   "-o", f"{options} -k {root}")  # fmt: skip
+        try:
+            yield server
+        finally:
+            server.run("pg_ctl", "-D", data, "-s", "-m", "immediate", "stop")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

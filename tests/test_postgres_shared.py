@@ -1,0 +1,139 @@
+"""Two registries on one database, as two server processes would run (docs/scaling.md): each
+commit holds the stream's row lock and folds what the other committed first, and each read
+looks at the row's tail first."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from actors.registry import Registry
+from actors.service import Streams
+from actors.storage.postgres import PostgresStorage
+from streams.protocol.errors import ProtocolError
+from streams.protocol.headers import Producer
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.offsets import Sentinel
+from streams.protocol.records import StreamConfig
+from tests.on_disk import started
+
+TEXT = "text/plain"
+WRITERS = 4
+APPENDS = 12  # per writer
+
+
+@pytest.fixture
+async def pair(postgres_url: str) -> AsyncIterator[tuple[Streams, Streams]]:
+    """Two services, each with its registry and its own connection pool, on one database."""
+    storages = [PostgresStorage.connect(postgres_url, max_size=4) for _ in range(2)]
+    try:
+        async with trio.open_nursery() as nursery:
+            registries: list[Registry] = [await started(s, nursery) for s in storages]
+            yield Streams(registries[0]), Streams(registries[1])
+            nursery.cancel_scope.cancel()
+    finally:
+        for storage in storages:
+            storage.close()
+
+
+def next_offset(headers: dict[str, str]) -> int:
+    return int(headers["Stream-Next-Offset"].split("_")[1])
+
+
+async def read_all(streams: Streams, name: str) -> bytes:
+    return (await streams.read(name, Sentinel.START, 1 << 20)).data
+
+
+async def test_interleaved_appends_on_two_processes_leave_no_gap_nor_overlap(
+    pair: tuple[Streams, Streams],
+) -> None:
+    """Writers send each append to one process and its retry to the other, concurrently:
+    every message is in the stream once, where its acknowledgement said it ends."""
+    a, b = pair
+    await a.create("s", CreateRequest(StreamConfig(TEXT)))
+    acknowledged: dict[bytes, int] = {}  # message -> the offset its 200 named
+    duplicates = 0
+
+    async def writer(index: int) -> None:
+        nonlocal duplicates
+        for seq in range(APPENDS):
+            body = b"<w%d:%02d>" % (index, seq)
+            request = AppendRequest(TEXT, body, producer=Producer(f"w{index}", 0, seq))
+            first, retry = (a, b) if (index + seq) % 2 else (b, a)
+            reply = await first.append("s", request)
+            assert reply.status == 200, reply
+            acknowledged[body] = next_offset(reply.headers)
+            again = await retry.append("s", request)  # a retry that reached the other process
+            assert again.status == 204, again
+            duplicates += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(WRITERS):
+            nursery.start_soon(writer, index)
+
+    data = await read_all(a, "s")
+    assert await read_all(b, "s") == data
+    assert len(data) == sum(len(body) for body in acknowledged)
+    assert duplicates == WRITERS * APPENDS
+    for body, offset in acknowledged.items():
+        assert data.count(body) == 1
+        assert data.index(body) + len(body) == offset
+    for index in range(WRITERS):  # each producer's messages in its order
+        positions = [data.index(b"<w%d:%02d>" % (index, seq)) for seq in range(APPENDS)]
+        assert positions == sorted(positions)
+
+
+async def test_a_delete_and_create_elsewhere_is_seen_by_the_next_request(
+    pair: tuple[Streams, Streams],
+) -> None:
+    a, b = pair
+    await a.create("s", CreateRequest(StreamConfig(TEXT)))
+    await a.append("s", AppendRequest(TEXT, b"old"))
+    assert await read_all(b, "s") == b"old"  # b's actor now holds the old stream
+    assert (await a.delete("s")).status == 204
+    with pytest.raises(ProtocolError) as error:
+        await read_all(b, "s")
+    assert error.value.status == 404
+    await a.create("s", CreateRequest(StreamConfig(TEXT)))
+    assert (await b.append("s", AppendRequest(TEXT, b"new"))).status == 204
+    assert await read_all(a, "s") == b"new"
+
+
+async def test_closure_on_one_process_holds_on_the_other(pair: tuple[Streams, Streams]) -> None:
+    a, b = pair
+    await a.create("s", CreateRequest(StreamConfig(TEXT)))
+    assert await read_all(b, "s") == b""
+    await a.append("s", AppendRequest(TEXT, b"last", close=True))
+    with pytest.raises(ProtocolError) as error:
+        await b.append("s", AppendRequest(TEXT, b"more"))
+    assert error.value.status == 409
+    assert await read_all(b, "s") == b"last"
+
+
+async def test_concurrent_creates_on_two_processes_make_one_stream(
+    pair: tuple[Streams, Streams],
+) -> None:
+    """Both actors find no stream and create it; the second to insert the row answers as for
+    an existing stream (same config: 200; another: 409)."""
+    a, b = pair
+    statuses: list[int] = []
+
+    async def create(streams: Streams, name: str, content_type: str) -> None:
+        try:
+            statuses.append(
+                (await streams.create(name, CreateRequest(StreamConfig(content_type)))).status
+            )
+        except ProtocolError as error:
+            statuses.append(error.status)
+
+    for name, other in (("s", TEXT), ("t", "application/octet-stream")):
+        statuses.clear()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(create, a, name, TEXT)
+            nursery.start_soon(create, b, name, other)
+        expected = [200, 201] if other == TEXT else [201, 409]
+        assert sorted(statuses) == expected, name
+        assert await read_all(a, name) == await read_all(b, name) == b""
