@@ -102,7 +102,7 @@ class Documents:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._merges.warm()  # a worker takes a moment to start: not at the first merge
+            await self._merges.start()  # a worker takes a moment: not at the first merge
             task_status.started()
             try:
                 await trio.sleep_forever()
