@@ -68,7 +68,7 @@ async def test_a_crashed_worker_fails_the_merge_and_the_next_gets_a_new_one() ->
     try:
         with pytest.raises(MergeCrashed):
             await merges._run(crash)
-        update = pycrdt.Doc()
+        update: pycrdt.Doc[Any] = pycrdt.Doc()
         text = update.get("t", type=pycrdt.Text)
         text += "ok"
         merged = await merges.merge(b"", [update.get_update()])
