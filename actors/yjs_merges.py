@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import trio
 
-from state.yjs import MergeError, merge, ready
+from state.yjs import MergeError, merge_kept, ready
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Merges:
             logger.warning("%s", error)
 
     async def merge(self, snapshot: bytes, updates: Iterable[bytes]) -> bytes:
-        result: bytes = await self._run(merge, snapshot, list(updates))
+        result: bytes = await self._run(merge_kept, snapshot, list(updates))
         return result
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:

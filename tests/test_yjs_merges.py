@@ -80,7 +80,7 @@ async def test_a_crashed_worker_fails_the_merge_and_the_next_gets_a_new_one() ->
 
 
 async def test_a_crashed_merge_is_a_failed_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("actors.yjs_merges.merge", crash)
+    monkeypatch.setattr("actors.yjs_merges.merge_kept", crash)
     async with serving(yjs_compaction_threshold=200) as served:
         await served("PUT", "doc")
         writer = Writer()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from state.yjs import MergeError, complete, merge, state_vector
+from state.yjs import Kept, MergeError, complete, merge, state_vector
 from streams.protocol import offsets, yjs
 from streams.protocol.errors import ProtocolError
 
@@ -175,6 +175,26 @@ def test_a_complete_merge_is_the_documents_own_encoding() -> None:
     assert complete(source.get_state(), parts)
     assert merge(b"", parts) == source.get_update()  # not the lossless merge of the parts
     assert not complete(pycrdt.Doc().get_state(), parts)
+
+
+def test_a_kept_document_merges_as_its_snapshot_would() -> None:
+    _, updates = typed("abcdefgh")
+    kept = Kept(size=1)
+    snapshot = merge(b"", updates[:3], kept)
+    assert kept.take(snapshot) is not None  # taken: a second merge decodes the snapshot
+    snapshot = merge(b"", updates[:3], kept)
+    for start, end in ((3, 5), (5, 8)):  # each from the kept document of the last
+        snapshot = merge(snapshot, updates[start:end], kept)
+        assert text_doc_t(snapshot) == "abcdefgh"[:end]
+        assert pycrdt.get_state(snapshot) == pycrdt.get_state(merge(b"", updates[:end]))
+    merge(b"", [updates[0], updates[3]], kept)  # incomplete: the lossless merge, not kept
+    assert kept.take(merge(b"", [updates[0], updates[3]])) is None
+
+
+def text_doc_t(update: bytes) -> str:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(update)
+    return str(doc.get("t", type=pycrdt.Text))
 
 
 def test_state_vectors_decode_as_lib0_writes_them() -> None:
