@@ -7,7 +7,8 @@ awareness stream, a compaction's writes) hold the document's lock, so a delete n
 a stream of a compaction, or an awareness stream, behind it.
 
 Compaction (`compact`) reads the current snapshot and the updates after it, merges them in a
-worker thread (never in an actor or on the event loop), then, holding the lock:
+worker process (`Merges`: never in an actor, nor in this interpreter, whose GIL pycrdt would
+hold), then, holding the lock:
 
 1. records in the index that the new snapshot stream may exist,
 2. creates it with the merged update (one create record: durable before it is answered),
@@ -34,7 +35,8 @@ import trio
 from actors import messages as m
 from actors.service import Streams
 from actors.wakeups import Receipt
-from state.yjs import MergeError, merge
+from actors.yjs_merges import Merges
+from state.yjs import MergeError
 from streams.protocol import offsets, yjs
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest, Reply
@@ -90,7 +92,7 @@ class Documents:
         self.keep = keep
         self.awareness = StreamConfig(OCTET_STREAM, ttl=awareness_ttl)
         self.metrics = YjsMetrics()
-        self._limiter = trio.CapacityLimiter(merges)  # merges in worker threads at once
+        self._merges = Merges(merges)  # worker processes, started at the first merge
         self._locks: dict[str, _Lock] = {}
         self._compacting: set[str] = set()  # documents with a compaction scheduled or running
         self._failed_at: dict[str, int] = {}  # where a document's last failed compaction ended
@@ -100,8 +102,12 @@ class Documents:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self._merges.start()  # a worker takes a moment: not at the first merge
             task_status.started()
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._merges.close()
 
     async def settled(self) -> None:
         """Wait until no compaction is scheduled or running (for tests and shutdown)."""
@@ -274,9 +280,7 @@ class Documents:
                 return old
             try:
                 updates = yjs.unframe(data)
-                merged = await trio.to_thread.run_sync(
-                    merge, snapshot, updates, limiter=self._limiter
-                )
+                merged = await self._merges.merge(snapshot, updates)
             except (MergeError, ProtocolError) as error:
                 self._failed_at[doc.base] = end
                 self.metrics.compaction_failures += 1

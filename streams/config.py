@@ -121,6 +121,7 @@ class Settings:
     yjs_compaction_threshold: int = 1 << 20  # update bytes since the snapshot that compact
     yjs_snapshot_keep: float = 5.0  # a replaced snapshot stays this long (the 307's max-age)
     yjs_awareness_ttl: int = 3600  # an awareness stream expires this long after its last use
+    yjs_merge_workers: int = 1  # worker processes that run compactions' merges
     subscription_max_subscriptions: int = 1000  # docs/subscriptions.md
     subscription_max_links: int = 10_000
     subscription_token_ttl: float = 3600.0
@@ -229,6 +230,7 @@ KEYS: tuple[Key, ...] = (
     Key("DS_YJS__COMPACTION_THRESHOLD_BYTES", "yjs_compaction_threshold", count),
     Key("DS_YJS__SNAPSHOT_KEEP_SECS", "yjs_snapshot_keep", seconds),
     Key("DS_YJS__AWARENESS_TTL_SECS", "yjs_awareness_ttl", count),
+    Key("DS_YJS__MERGE_WORKERS", "yjs_merge_workers", count),
     Key("DS_SUBSCRIPTIONS__MAX_SUBSCRIPTIONS", "subscription_max_subscriptions", count),
     Key("DS_SUBSCRIPTIONS__MAX_LINKS", "subscription_max_links", count),
     Key("DS_SUBSCRIPTIONS__TOKEN_TTL_SECS", "subscription_token_ttl", seconds),

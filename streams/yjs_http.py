@@ -37,6 +37,7 @@ def documents(http: StreamsHTTP) -> Documents:
         threshold=settings.yjs_compaction_threshold,
         keep=settings.yjs_snapshot_keep,
         awareness_ttl=settings.yjs_awareness_ttl,
+        merges=settings.yjs_merge_workers,
     )
 
 

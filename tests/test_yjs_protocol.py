@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from state.yjs import MergeError, merge
+from state.yjs import Kept, MergeError, complete, merge, state_vector
 from streams.protocol import offsets, yjs
 from streams.protocol.errors import ProtocolError
 
@@ -129,6 +129,80 @@ def test_merge_keeps_updates_whose_dependencies_are_missing() -> None:
     doc.apply_update(merged)
     doc.apply_update(first)
     assert str(doc.get("t", type=pycrdt.Text)) == "AB"
+
+
+def typed(text: str, client_id: int = 7) -> tuple[pycrdt.Doc[Any], list[bytes]]:
+    """A document and one update per character typed into it."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+    t = doc.get("t", type=pycrdt.Text)
+    updates = []
+    for char in text:
+        before = doc.get_state()
+        t += char
+        updates.append(doc.get_update(before))
+    return doc, updates
+
+
+def test_merge_keeps_an_update_after_a_gap_in_its_clients_clocks() -> None:
+    _, updates = typed("abcd")
+    merged = merge(b"", [updates[0], updates[3]])  # "d" waits for "b" and "c"
+    assert complete(pycrdt.get_state(merged), [updates[3]]) is False
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(merged)
+    doc.apply_update(updates[1])
+    doc.apply_update(updates[2])
+    assert str(doc.get("t", type=pycrdt.Text)) == "abcd"
+
+
+def test_merge_keeps_a_delete_of_what_it_has_not_seen() -> None:
+    source, updates = typed("abc")
+    before = source.get_state()
+    del source.get("t", type=pycrdt.Text)[0:3]
+    deletion = source.get_update(before)
+    merged = merge(b"", [updates[0], deletion])  # deletes "b" and "c" too
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(merged)
+    doc.apply_update(updates[1])
+    doc.apply_update(updates[2])
+    assert str(doc.get("t", type=pycrdt.Text)) == ""
+
+
+def test_a_complete_merge_is_the_documents_own_encoding() -> None:
+    source, updates = typed("abc")
+    before = source.get_state()
+    del source.get("t", type=pycrdt.Text)[0:2]
+    parts = [*updates, source.get_update(before)]
+    assert complete(source.get_state(), parts)
+    assert merge(b"", parts) == source.get_update()  # not the lossless merge of the parts
+    assert not complete(pycrdt.Doc().get_state(), parts)
+
+
+def test_a_kept_document_merges_as_its_snapshot_would() -> None:
+    _, updates = typed("abcdefgh")
+    kept = Kept(size=1)
+    snapshot = merge(b"", updates[:3], kept)
+    assert kept.take(snapshot) is not None  # taken: a second merge decodes the snapshot
+    snapshot = merge(b"", updates[:3], kept)
+    for start, end in ((3, 5), (5, 8)):  # each from the kept document of the last
+        snapshot = merge(snapshot, updates[start:end], kept)
+        assert text_doc_t(snapshot) == "abcdefgh"[:end]
+        assert pycrdt.get_state(snapshot) == pycrdt.get_state(merge(b"", updates[:end]))
+    merge(b"", [updates[0], updates[3]], kept)  # incomplete: the lossless merge, not kept
+    assert kept.take(merge(b"", [updates[0], updates[3]])) is None
+
+
+def text_doc_t(update: bytes) -> str:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(update)
+    return str(doc.get("t", type=pycrdt.Text))
+
+
+def test_state_vectors_decode_as_lib0_writes_them() -> None:
+    source, _ = typed("abc", client_id=300)
+    assert state_vector(source.get_state()) == {300: 3}
+    assert state_vector(b"\x00") == {}
+    with pytest.raises(MergeError):
+        state_vector(b"\x01\xac")
 
 
 def test_merge_refuses_what_is_not_an_update() -> None:

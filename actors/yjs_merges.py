@@ -1,0 +1,87 @@
+"""Where Yjs merges run: a small pool of worker processes (`spawn`), started before the
+Documents task is (`start`: a worker takes a moment to start, and a restarted server should
+compact at once) and shut down with it. pycrdt holds the GIL for a whole call (tens of ms
+on a large document, seconds on a huge one), so a merge in a thread of the server's
+interpreter starves its event loop; in another process it cannot. A worker that dies
+(`BrokenProcessPool`) fails that merge as `MergeCrashed`; the next merge gets a new pool."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+import trio
+
+from state.yjs import MergeError, merge_kept, ready
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class MergeCrashed(MergeError):
+    """The worker process died during the merge (killed, out of memory, a crash in yrs)."""
+
+
+class Merges:
+    """`merge` in at most `workers` processes at once."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool
+
+    async def start(self) -> None:
+        """Start the workers and wait until one has imported pycrdt (a failure is logged:
+        the next merge tries again)."""
+        try:
+            await self._run(ready)
+        except MergeCrashed as error:
+            logger.warning("%s", error)
+
+    async def merge(self, snapshot: bytes, updates: Iterable[bytes]) -> bytes:
+        result: bytes = await self._run(merge_kept, snapshot, list(updates))
+        return result
+
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        pool = self._started()
+        try:
+            return await _wait(pool.submit(function, *args))
+        except BrokenProcessPool as error:
+            if self._pool is pool:
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise MergeCrashed(f"a merge worker process died: {error}") from error
+
+    def close(self) -> None:
+        """Stop the workers (a running merge is let finish in its process, not awaited)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _wait(future: Future[T]) -> T:
+    """The future's result, waited for on trio's loop (no thread blocked on it)."""
+    done = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def wake(_: Future[T]) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # the run ended: nobody waits
+            token.run_sync_soon(done.set)
+
+    future.add_done_callback(wake)
+    try:
+        await done.wait()
+    except trio.Cancelled:
+        future.cancel()
+        raise
+    return future.result()
