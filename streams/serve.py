@@ -121,6 +121,7 @@ async def serve(app: StreamsApp, config: Config, grace: float) -> None:
     at once."""
     from hypercorn.trio import serve as hypercorn_serve
 
+    close_paused_connections()
     stopping = trio.Event()
     with trio.CancelScope() as everything:
         async with trio.open_nursery() as nursery:
@@ -143,3 +144,34 @@ async def serve(app: StreamsApp, config: Config, grace: float) -> None:
             nursery.cancel_scope.cancel()
     if everything.cancelled_caught:
         logger.warning("shutdown cut short: not everything stopped within %g s", grace)
+
+
+def close_paused_connections() -> None:
+    """Work around a hang in hypercorn's HTTP/1 handler (0.17, 0.18): when a response ends
+    after the shutdown has begun, hypercorn closes the connection; but if the client's next
+    request arrives first, or as it closes (a client that reconnects at once, as an SSE client
+    does on its keep-alive connection), the connection's read loop pauses until that request
+    may be read, and waits forever: the shutdown waits for it until `graceful_timeout`. Here
+    a connection closing in a shutdown drops what it has read and will read, so its read loop
+    finds nothing to wait for and returns."""
+    import h11
+    import hypercorn.protocol
+    from hypercorn.events import Event, RawData
+    from hypercorn.protocol.h11 import H11Protocol
+
+    class ClosingH11Protocol(H11Protocol):
+        ended = False  # closed in a shutdown: what the client sends now is never read
+
+        async def handle(self, event: Event) -> None:
+            if not (self.ended and isinstance(event, RawData)):
+                await super().handle(event)
+
+        async def _maybe_recycle(self) -> None:
+            await self._close_stream()  # first, as hypercorn does: it can wait
+            if self.context.terminated.is_set():  # so hypercorn closes the connection
+                self.ended = True
+                self.connection = h11.Connection(h11.SERVER)  # nothing buffered, no pause
+            await super()._maybe_recycle()
+
+    if hasattr(H11Protocol, "_maybe_recycle"):
+        hypercorn.protocol.H11Protocol = ClosingH11Protocol  # type: ignore[attr-defined]

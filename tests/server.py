@@ -63,6 +63,21 @@ def running_server(
     """Yields the base URL once `ready` (/readyz) answers 200; stops the server on exit.
     `wrapper` is a command the server runs under (e.g. `setpriv` with fewer capabilities);
     `serve` runs `streams serve` instead of hypercorn's command; `options` go to either."""
+    with running_process(data_dir, env, port, wrapper, serve, ready, options) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def running_process(
+    data_dir: Path,
+    env: Mapping[str, str] = {},
+    port: int | None = None,
+    wrapper: Sequence[str] = (),
+    serve: bool = False,
+    ready: str = "/readyz",
+    options: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`running_server`, also yielding the server's process (to signal it, or wait for it)."""
     port = port or free_port()
     environment = {
         **os.environ,
@@ -82,7 +97,7 @@ def running_server(
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base_url, process, log_path, ready=ready)
-            yield base_url
+            yield base_url, process
         finally:
             process.send_signal(signal.SIGTERM)
             try:

@@ -35,7 +35,6 @@ def test_two_windows_type_share_todos_join_late_and_survive_a_restart(tmp_path: 
     port = free_port()
     env = {
         "DS_STORAGE__MODE": "file-durable",
-        "DS_SERVER__SHUTDOWN_GRACE_SECS": "2",  # browsers keep idle connections open
         "DS_YJS__COMPACTION_THRESHOLD_BYTES": "1024",  # a snapshot for the late joiner
     }
     # The screenshot in the README is written only when asked: each run's differs by a few
