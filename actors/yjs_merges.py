@@ -2,7 +2,9 @@
 Documents task is (`start`: a worker takes a moment to start, and a restarted server should
 compact at once) and shut down with it. pycrdt holds the GIL for a whole call (tens of ms
 on a large document, seconds on a huge one), so a merge in a thread of the server's
-interpreter starves its event loop; in another process it cannot. A worker that dies
+interpreter starves its event loop; in another process it cannot. Workers run at the lowest
+CPU priority (nice 19): on a core shared with the event loop a merge yields to it at once,
+and still makes progress when the server is busy. A worker that dies
 (`BrokenProcessPool`) fails that merge as `MergeCrashed`; the next merge gets a new pool."""
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -37,7 +40,9 @@ class Merges:
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_background
+            )
         return self._pool
 
     async def start(self) -> None:
@@ -67,6 +72,12 @@ class Merges:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _background() -> None:
+    """In each worker, first: the lowest CPU priority (merges are background work)."""
+    with contextlib.suppress(OSError):
+        os.nice(19)
 
 
 async def _wait(future: Future[T]) -> T:

@@ -79,6 +79,19 @@ async def test_a_crashed_worker_fails_the_merge_and_the_next_gets_a_new_one() ->
         merges.close()
 
 
+async def test_merge_workers_run_at_the_lowest_cpu_priority() -> None:
+    """A merge on a core the event loop shares yields to it (nice 19), in every new worker."""
+    merges = Merges(1)
+    await merges.start()
+    try:
+        assert await merges._run(os.nice, 0) == 19
+        with pytest.raises(MergeCrashed):
+            await merges._run(crash)
+        assert await merges._run(os.nice, 0) == 19
+    finally:
+        merges.close()
+
+
 async def test_a_crashed_merge_is_a_failed_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("actors.yjs_merges.merge_kept", crash)
     async with serving(yjs_compaction_threshold=200) as served:
