@@ -5,13 +5,13 @@ no view, no compaction): the scenario still ran, as a plain read."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
+from benchmarks.report_grid import Results, Row, grid
+from benchmarks.report_grid import entry as _entry
 from benchmarks.report_hostile import count
 from benchmarks.scenarios import FULL, QUICK, Plan
 
-Results = dict[str, dict[str, Any]]
 COLUMNS = (
     ("trio-durable", "trio file-durable"),
     ("node-file", "Node file"),
@@ -57,9 +57,6 @@ def ratios(replay: dict[str, Any], snapshot: dict[str, Any]) -> tuple[float, flo
     )
 
 
-Cell = Callable[[dict[str, Any], Results, str], str]
-
-
 def _snapshot_cell(e: dict[str, Any], results: Results, server: str) -> str:
     if "snapshot" not in e:
         return "—"
@@ -100,9 +97,6 @@ def _disk(e: dict[str, Any], results: Results, server: str) -> str:
     if not e["compacted"]:
         return f"{_size(plain)} / {NA} (not compacted: {_size(compacted)})"
     return f"{_size(plain)} / {_size(compacted)} ({_times(plain / max(1, compacted))} smaller)"
-
-
-Row = tuple[str, str, Cell]
 
 
 def _rows(plan: Plan) -> list[Row]:
@@ -149,27 +143,13 @@ def _rows(plan: Plan) -> list[Row]:
     ]
 
 
-def _entry(results: Results, server: str, key: str) -> dict[str, Any] | None:
-    value = results.get(server, {}).get(key)
-    return value if isinstance(value, dict) else None
-
-
 def has_results(results: Results) -> bool:
     return any(_entry(results, server, key) for server, _ in COLUMNS for key in KEYS)
 
 
 def table(results: Results, plan: Plan, skeleton: bool = False) -> str:
     """The rows something was measured for (every row with `skeleton`)."""
-    lines = [
-        "| Scenario | " + " | ".join(label for _, label in COLUMNS) + " |",
-        "|---|" + "---|" * len(COLUMNS),
-    ]
-    for label, key, cell in _rows(plan):
-        entries = [(server, _entry(results, server, key)) for server, _ in COLUMNS]
-        if skeleton or any(entry for _, entry in entries):
-            cells = [cell(e, results, s) if e is not None else "—" for s, e in entries]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return grid(COLUMNS, _rows(plan), results, skeleton)
 
 
 def goals(results: Results) -> str:

@@ -5,13 +5,13 @@ the Node columns are upstream's YjsServer over the Node reference server."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
+from benchmarks.report_grid import Cell, Results, Row, grid
+from benchmarks.report_grid import entry as _entry
 from benchmarks.report_hostile import count
 from benchmarks.scenarios import FULL, QUICK, Plan
 
-Results = dict[str, dict[str, Any]]
 COLUMNS = (
     ("trio-durable", "trio file-durable"),
     ("node-file", "YjsServer over Node file"),
@@ -47,16 +47,8 @@ def _times(value: float) -> str:
     return f"{value:,.0f}x" if value >= 10 else f"{value:.2f}x"
 
 
-def _entry(results: Results, server: str, key: str) -> dict[str, Any] | None:
-    value = results.get(server, {}).get(key)
-    return value if isinstance(value, dict) else None
-
-
 def _available(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     return entry if entry is not None and entry.get("available") else None
-
-
-Cell = Callable[[dict[str, Any], Results, str], str]
 
 
 def _load(e: dict[str, Any], results: Results, server: str) -> str:
@@ -125,9 +117,6 @@ def _p99_ratio(e: dict[str, Any], results: Results, server: str) -> str:
     return _times(ratio) if ratio is not None else NA
 
 
-Row = tuple[str, str, Cell]
-
-
 def _rows(plan: Plan) -> list[Row]:
     edits = count(plan.yjs_edits)
     batch = "one update per POST" if plan.yjs_batch == 1 else f"{plan.yjs_batch} updates per POST"
@@ -176,16 +165,7 @@ def has_results(results: Results) -> bool:
 
 def table(results: Results, plan: Plan, skeleton: bool = False) -> str:
     """The rows something was measured for (every row with `skeleton`)."""
-    lines = [
-        "| Scenario | " + " | ".join(label for _, label in COLUMNS) + " |",
-        "|---|" + "---|" * len(COLUMNS),
-    ]
-    for label, key, cell in _rows(plan):
-        entries = [(server, _entry(results, server, key)) for server, _ in COLUMNS]
-        if skeleton or any(entry for _, entry in entries):
-            cells = [cell(e, results, s) if e is not None else "—" for s, e in entries]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return grid(COLUMNS, _rows(plan), results, skeleton)
 
 
 def goals(results: Results) -> str:

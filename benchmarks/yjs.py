@@ -31,7 +31,6 @@ from benchmarks.yjs_doc import (
     Writer,
     batches,
     follow,
-    frame,
     is_snapshot,
     percentile,
     prepending,
@@ -41,6 +40,7 @@ from benchmarks.yjs_doc import (
     typing,
     windows,
 )
+from streams.protocol.yjs import frame
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 MAX_RESPONSES = 100_000

@@ -15,50 +15,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 from pycrdt import Doc, Text, TransactionEvent
 
+from streams.protocol.yjs import frame, unframe  # lib0 framing, as the server reads it
+
 TEXT = "text"  # the Y.Text every document of the benchmark edits
-
-
-def varuint(value: int) -> bytes:
-    """lib0's writeVarUint: 7 bits a byte, the high bit set while more follow."""
-    if value < 0:
-        raise ValueError(f"varuint of a negative number: {value}")
-    out = bytearray()
-    while value > 0x7F:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def read_varuint(data: bytes, position: int) -> tuple[int, int]:
-    """lib0's readVarUint at `position`: (value, position after it)."""
-    value, shift = 0, 0
-    while True:
-        if position >= len(data):
-            raise ValueError("truncated varuint")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-
-
-def frame(update: bytes) -> bytes:
-    """One update as lib0's writeVarUint8Array frames it: its length, then its bytes."""
-    return varuint(len(update)) + update
-
-
-def unframe(data: bytes) -> list[bytes]:
-    """The updates of a lib0-framed body (a read of a document's updates); loud if cut."""
-    updates, position = [], 0
-    while position < len(data):
-        length, position = read_varuint(data, position)
-        if position + length > len(data):
-            raise ValueError(f"a frame of {length} B at {position} runs past {len(data)} B")
-        updates.append(data[position : position + length])
-        position += length
-    return updates
 
 
 def typing(count: int, seed: int = 13) -> Iterator[tuple[int, str]]:

@@ -20,45 +20,17 @@ from benchmarks.yjs_doc import (
     Writer,
     batches,
     follow,
-    frame,
     is_snapshot,
     offset_bytes,
     percentile,
     prepending,
-    read_varuint,
     replay,
     snapshot_offset,
     split,
     typing,
-    unframe,
-    varuint,
     windows,
 )
-
-
-def test_varuint_is_lib0s() -> None:
-    """The examples of YJS-PROTOCOL.md section 7.1, and a round trip around each boundary."""
-    assert varuint(0) == b"\x00"
-    assert varuint(127) == b"\x7f"
-    assert varuint(128) == b"\x80\x01"
-    assert varuint(300) == b"\xac\x02"
-    for value in (0, 1, 127, 128, 16_383, 16_384, 2**21, 2**35 + 7):
-        encoded = varuint(value)
-        assert read_varuint(b"x" + encoded + b"y", 1) == (value, 1 + len(encoded))
-    with pytest.raises(ValueError):
-        varuint(-1)
-    with pytest.raises(ValueError, match="truncated"):
-        read_varuint(b"\x80\x80", 0)
-
-
-def test_frames_concatenate_and_split_back() -> None:
-    updates = [b"", b"a", bytes(range(256)) * 3]
-    body = b"".join(frame(update) for update in updates)
-    assert body[:2] == b"\x00\x01"
-    assert unframe(body) == updates
-    assert unframe(b"") == []
-    with pytest.raises(ValueError, match="runs past"):
-        unframe(frame(b"abcdef")[:-1])
+from streams.protocol.yjs import unframe
 
 
 def test_edits_are_deterministic_and_stay_inside_the_text() -> None:

@@ -90,6 +90,20 @@ Fold = Callable[[records.Record, int, int], None]
 Restore = Callable[[bytes], bool]
 
 
+class OwnedLog:
+    """`hold`, `release` and `refresh` of a log only its actor commits to (memory, files):
+    nothing changes under it, so there is nothing to hold or fold."""
+
+    async def hold(self, fold: Fold) -> bool:
+        return False
+
+    async def release(self) -> None:
+        pass
+
+    async def refresh(self, fold: Fold) -> bool:
+        return False
+
+
 class Storage(Protocol):
     async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
         """The stream's log, its records replayed through `fold` first (in a worker thread,

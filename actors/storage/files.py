@@ -17,7 +17,17 @@ import attrs
 import cbor2
 import trio
 
-from actors.storage import DataDirLocked, Fold, Log, Restore, Staged, frames, framing, replay
+from actors.storage import (
+    DataDirLocked,
+    Fold,
+    Log,
+    OwnedLog,
+    Restore,
+    Staged,
+    frames,
+    framing,
+    replay,
+)
 from streams.protocol.extents import Slice
 
 # The system calls a commit makes, the one that opens files, and recovery's reads, as seams
@@ -119,7 +129,7 @@ def _write_file(path: Path, data: bytes, durable: bool) -> None:
 
 
 @attrs.define
-class FileLog:
+class FileLog(OwnedLog):
     fd: int
     path: str
     end: int
@@ -142,15 +152,6 @@ class FileLog:
             last = self.end + sum(framing.frame_size(m, len(d)) for m, d in staged[:-1])
             self.end += await trio.to_thread.run_sync(self._write, staged)
             self.last_frame = last
-
-    async def hold(self, fold: Fold) -> bool:
-        return False  # the actor owns this log: nothing else commits to it
-
-    async def release(self) -> None:
-        pass
-
-    async def refresh(self, fold: Fold) -> bool:
-        return False
 
     async def checkpoint(self, state: bytes) -> None:
         if self.last_frame is not None and not self.refused:

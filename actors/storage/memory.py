@@ -11,6 +11,7 @@ from actors.storage import (
     OFFLOAD_BYTES,
     Fold,
     Log,
+    OwnedLog,
     Restore,
     Staged,
     framed,
@@ -21,7 +22,7 @@ from streams.protocol.extents import Slice
 
 
 @attrs.define
-class MemoryLog:
+class MemoryLog(OwnedLog):
     buffer: bytearray
     _storage: MemoryStorage
     _name: str
@@ -40,15 +41,6 @@ class MemoryLog:
     async def commit(self) -> None:
         self.buffer += await framed(self._staged.take())
         self.end = len(self.buffer)
-
-    async def hold(self, fold: Fold) -> bool:
-        return False  # the actor owns this log: nothing else commits to it
-
-    async def release(self) -> None:
-        pass
-
-    async def refresh(self, fold: Fold) -> bool:
-        return False
 
     async def read(self, slices: Iterable[Slice]) -> bytes:
         view = memoryview(self.buffer)
