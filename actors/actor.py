@@ -273,7 +273,7 @@ class StreamActor(Existence):
             case m.Unlink():
                 await self._unlink(message.fork)
                 return None
-            case m.Expire():
+            case m.Expire() | m.Refresh():
                 return None
             case m.StateSnapshot() | m.StateEntity():
                 return await self._state_read(message)

@@ -115,6 +115,12 @@ class Expire(Ask[None]):
 
 
 @attrs.frozen
+class Refresh(Ask[None]):
+    """Another process committed to this stream (postgres mode): look at its tail, which
+    wakes the live readers if it moved (every message but an append does so first)."""
+
+
+@attrs.frozen
 class StateSnapshot(Ask["StateRead"]):
     """The stream's State Protocol view as of now: its live entities (of `types`, if given)."""
 

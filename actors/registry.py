@@ -141,6 +141,20 @@ class Registry:
             # Nobody waits for the answer; a busy actor is asked again at the next commit.
             actor.send.send_nowait((m.DropView(), Pending[None]()))
 
+    def refresh(self, name: str) -> None:
+        """Another process committed to `name`: a resident actor looks at its tail and wakes
+        its live readers (postgres mode). A full inbox needs nothing: every message it holds
+        looks at the tail first."""
+        actor = self._actors.get(name)
+        if actor is not None:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                actor.send.send_nowait((m.Refresh(), Pending[None]()))
+
+    def refresh_all(self) -> None:
+        """Every resident actor looks at its tail: notifications may have been lost."""
+        for name in list(self._actors):
+            self.refresh(name)
+
     async def read_inherited(
         self, source: str, start: int, bound: int, max_bytes: int
     ) -> m.ReadResult:

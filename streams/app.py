@@ -27,6 +27,7 @@ from actors.service import Streams
 from actors.storage import DataDirLocked, Storage
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
+from actors.storage.pg_listen import Listener
 from actors.storage.pg_schema import SchemaTooNew
 from actors.storage.postgres import PostgresStorage
 from actors.storage.subscriptions import FileSubscriptions, MemorySubscriptions, SubscriptionStore
@@ -124,6 +125,22 @@ async def open_storage(settings: Settings) -> Storage:
     return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
 
 
+def listen(storage: PostgresStorage, registry: Registry, settings: Settings) -> Listener:
+    """Other processes' commits wake this one's live readers (docs/scaling.md)."""
+
+    def moved(stream: int, tail: int) -> None:
+        name = storage.behind(stream, tail)
+        if name is not None:
+            registry.refresh(name)
+
+    return Listener(
+        settings.postgres_url or "",
+        moved,
+        registry.refresh_all,
+        retry=settings.postgres_listen_retry,
+    )
+
+
 def open_subscriptions(settings: Settings, streams: Streams) -> Subscriptions:
     """The subscription supervisor of a server's settings (docs/subscriptions.md)."""
     store: SubscriptionStore
@@ -217,6 +234,8 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(protocol.sends.run)
                     nursery.start_soon(streams.run)
+                    if isinstance(app.storage, PostgresStorage):
+                        nursery.start_soon(listen(app.storage, registry, resolved).run)
                     await nursery.start(registry.run)
                     await nursery.start(yjs.documents.run)
                     # Recovers subscriptions, asking actors for tails: after the registry.

@@ -15,6 +15,7 @@ from actors.storage import Fold, framing
 from streams.protocol import records
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+CHANNEL = "ds_tail"  # NOTIFY channel of commits, payload "<stream row id>:<new tail>"
 REPLAY_ROWS = 1000  # recovery fetches record metadata this many rows at a time
 
 

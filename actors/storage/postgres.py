@@ -12,6 +12,7 @@ process's delete, create or compaction makes it `Superseded`.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -101,6 +102,8 @@ class PostgresLog:
         staged = self._staged.take()
         if staged:
             self.end = await self._call(self._commit, staged)
+            assert self.stream is not None
+            self._storage.logs[self.stream] = self
             if self._held is not None:
                 await self._call(pg_rows.execute, "COMMIT", ())
                 await self.release()
@@ -123,6 +126,8 @@ class PostgresLog:
             cursor.executemany(
                 "INSERT INTO ds_records (stream, at, meta, data) VALUES (%s, %s, %s, %s)", rows
             )
+            # Sent at COMMIT, to every process listening (actors/storage/pg_listen.py).
+            cursor.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, f"{self.stream}:{end}"))
         return end
 
     def _insert_row(
@@ -253,6 +258,10 @@ class PostgresStorage:
 
     pool: psycopg_pool.ConnectionPool[Connection]
     limiter: trio.CapacityLimiter
+    # The open logs by stream row, for notifications of other processes' commits (Trio only).
+    logs: weakref.WeakValueDictionary[int, PostgresLog] = attrs.field(
+        factory=weakref.WeakValueDictionary
+    )
 
     @classmethod
     def connect(
@@ -308,11 +317,20 @@ class PostgresStorage:
         return None
 
     async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
-        return await self.call(self._open, name, fold, restore)
+        log = await self.call(self._open, name, fold, restore)
+        if log is not None and log.stream is not None:
+            self.logs[log.stream] = log
+        return log
+
+    def behind(self, stream: int, tail: int) -> str | None:
+        """The name of the open log of stream row `stream` if it ends before `tail` (another
+        process committed past it), else None (not open here, or our own commit)."""
+        log = self.logs.get(stream)
+        return log._name if log is not None and log.end < tail else None
 
     def _open(
         self, connection: Connection, name: str, fold: Fold, restore: Restore | None
-    ) -> Log | None:
+    ) -> PostgresLog | None:
         with pg_rows.snapshot(connection):
             row = connection.execute(
                 "SELECT id, tail, generation FROM ds_streams WHERE key = %s", (pg_rows.key(name),)

@@ -1,0 +1,81 @@
+"""Live reads across processes (docs/scaling.md): one connection per process, outside the
+pool, on a thread of its own, `LISTEN`s for the commits every process notifies and hands each
+(stream row, new tail) to Trio. psycopg has no Trio support, so the thread blocks in
+`notifies`, waking every `retry` seconds to see whether it is still wanted.
+
+A lost connection is opened again after `retry` seconds; once listening again, `listening`
+runs, which has every resident stream look at its tail: a notification lost meanwhile costs a
+query, never a reader waiting past its timeout for data that exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import trio
+
+from actors.storage import pg_rows
+
+logger = logging.getLogger(__name__)
+
+
+async def _nothing() -> None:
+    pass
+
+
+class Listener:
+    """`await listener.run()` in a nursery: `moved(stream, tail)` for each commit notified,
+    `listening()` after each (re)connection, `lost()` (awaited before reconnecting) after a
+    connection is lost. All three run in Trio."""
+
+    def __init__(
+        self,
+        url: str,
+        moved: Callable[[int, int], None],
+        listening: Callable[[], None],
+        *,
+        retry: float = 1.0,
+        lost: Callable[[], Awaitable[None]] = _nothing,
+    ) -> None:
+        self.url = url
+        self.retry = retry
+        self._moved = moved
+        self._listening = listening
+        self._lost = lost
+        self._stop = threading.Event()
+        self.backend: int | None = None  # the listening connection's server process id
+
+    async def run(self) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                self._listen, abandon_on_cancel=True, limiter=trio.CapacityLimiter(1)
+            )
+        finally:
+            self._stop.set()  # the abandoned thread ends within `retry` seconds
+
+    def _listen(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._serve()
+                except psycopg.Error as error:
+                    self.backend = None
+                    logger.warning("notifications lost (%s); listening again", error)
+                    trio.from_thread.run(self._lost)
+                    self._stop.wait(self.retry)
+        except trio.RunFinishedError:
+            pass  # the server stopped
+
+    def _serve(self) -> None:
+        timeout = max(1, round(self.retry))
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=timeout) as connection:
+            connection.execute(f"LISTEN {pg_rows.CHANNEL}")
+            self.backend = connection.info.backend_pid
+            trio.from_thread.run_sync(self._listening)
+            while not self._stop.is_set():
+                for notification in connection.notifies(timeout=self.retry):
+                    stream, _, tail = notification.payload.partition(":")
+                    trio.from_thread.run_sync(self._moved, int(stream), int(tail))
