@@ -35,7 +35,8 @@ from actors.subscriptions import SubscriptionLimits, Subscriptions
 from actors.view_budget import ViewLimits
 from actors.webhooks import WebhookLimits, Webhooks
 from streams import access
-from streams.config import Settings, settings_or_exit
+from streams.config import Settings
+from streams.config_load import settings_or_exit
 from streams.http import Receive, Scope, Send, StreamsHTTP
 from streams.metrics import Metrics
 from streams.resources import raise_fd_limit

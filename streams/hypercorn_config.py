@@ -11,7 +11,7 @@ own command-line options override them. `hypercorn.toml` holds the same without 
 """
 
 from streams import serve as _serve
-from streams.config import settings_or_exit as _settings_or_exit
+from streams.config_load import settings_or_exit as _settings_or_exit
 
 _config = _serve.hypercorn_config(_settings_or_exit())
 

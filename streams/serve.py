@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from streams.config import ConfigError, Settings, exit_invalid, settings_or_exit
+from streams.config import ConfigError, Settings
+from streams.config_load import exit_invalid, settings_or_exit
 
 if TYPE_CHECKING:
     from hypercorn.config import Config

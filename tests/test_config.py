@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
 from streams import config
-from streams.config import KEYS, ConfigError, Settings, load_checked
+from streams.config import KEYS, ConfigError, Settings
+from streams.config_load import load_checked, settings_or_exit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -366,7 +367,7 @@ def test_tls_files_must_exist_and_hold_a_key_pair(tmp_path: Path) -> None:
 
 def test_invalid_settings_exit_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        config.settings_or_exit({"DS_STORAGE__MODE": "bogus"})
+        settings_or_exit({"DS_STORAGE__MODE": "bogus"})
     assert exited.value.code == config.EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1
