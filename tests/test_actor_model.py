@@ -90,6 +90,13 @@ class StreamMachine(RuleBasedStateMachine):
 
     # ---- helpers ------------------------------------------------------------------------
 
+    def _run(self, operation: Callable[[Streams], Awaitable[T]]) -> T:
+        """Run one operation (a subclass may send it elsewhere: tests/test_postgres_model.py)."""
+        return run(self.storage, operation)
+
+    def _outcome(self, operation: Callable[[Streams], Awaitable[Any]]) -> Any:
+        return outcome(self.storage, operation)
+
     def _body(self, stream: ModelStream, items: list[Any]) -> bytes:
         return json.dumps(items).encode() if stream.json else bytes(items)
 
@@ -111,7 +118,7 @@ class StreamMachine(RuleBasedStateMachine):
         stream = ModelStream(as_json, list(items), {0: 0}, closed)
         content_type = "application/json" if as_json else "application/octet-stream"
         request = CreateRequest(StreamConfig(content_type), closed, self._body(stream, items))
-        reply = outcome(self.storage, lambda s: s.create(name, request))
+        reply = self._outcome(lambda s: s.create(name, request))
         if existing is None:
             assert reply.status == 201
             self._record(stream, reply.headers["Stream-Next-Offset"])
@@ -132,7 +139,7 @@ class StreamMachine(RuleBasedStateMachine):
         )
         content_type = "application/json" if stream.json else "application/octet-stream"
         request = AppendRequest(content_type, self._body(stream, items), close)
-        reply = outcome(self.storage, lambda s: s.append(name, request))
+        reply = self._outcome(lambda s: s.append(name, request))
         if stream.gone:
             assert reply == 410
         elif stream.closed:
@@ -158,7 +165,7 @@ class StreamMachine(RuleBasedStateMachine):
         request = AppendRequest(
             "application/octet-stream", bytes([item]), producer=Producer(producer, epoch, seq)
         )
-        reply = outcome(self.storage, lambda s: s.append(name, request))
+        reply = self._outcome(lambda s: s.append(name, request))
         if stream.gone:
             assert reply == 410
             return
@@ -188,7 +195,7 @@ class StreamMachine(RuleBasedStateMachine):
         stream = self.model.get(name)
         if stream is None:
             return
-        reply = outcome(self.storage, lambda s: s.append(name, AppendRequest(None, b"", True)))
+        reply = self._outcome(lambda s: s.append(name, AppendRequest(None, b"", True)))
         if stream.gone:
             assert reply == 410
         else:
@@ -204,7 +211,7 @@ class StreamMachine(RuleBasedStateMachine):
         position = data.draw(st.sampled_from(sorted(origin.marks)))
         request = CreateRequest(StreamConfig(""))
         fork = Fork(source, position)
-        reply = outcome(self.storage, lambda s: s.create(name, request, fork))
+        reply = self._outcome(lambda s: s.create(name, request, fork))
         assert reply.status == 201
         count = origin.marks[position]
         self.model[name] = ModelStream(
@@ -218,7 +225,7 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(name=NAMES)
     def delete(self, name: str) -> None:
         stream = self.model.get(name)
-        reply = outcome(self.storage, lambda s: s.delete(name))
+        reply = self._outcome(lambda s: s.delete(name))
         if stream is None:
             assert reply == 404
             return
@@ -257,10 +264,10 @@ class StreamMachine(RuleBasedStateMachine):
     def read(self, name: str, data: st.DataObject, chunk: int) -> None:
         stream = self.model.get(name)
         if stream is None:
-            assert outcome(self.storage, lambda s: s.read(name, Sentinel.START, chunk)) == 404
+            assert self._outcome(lambda s: s.read(name, Sentinel.START, chunk)) == 404
             return
         if stream.gone:
-            assert outcome(self.storage, lambda s: s.read(name, Sentinel.START, chunk)) == 410
+            assert self._outcome(lambda s: s.read(name, Sentinel.START, chunk)) == 410
             return
         tail = max(stream.marks)
         position = data.draw(
@@ -269,7 +276,7 @@ class StreamMachine(RuleBasedStateMachine):
         # Reads are record-granular: from inside a record, that record and what follows; from
         # past the tail, nothing (the marks are the record boundaries, the tail the last).
         boundary = max(p for p in stream.marks if p <= position)
-        items = run(self.storage, lambda s: read_all(s, name, position, chunk, stream.json))
+        items = self._run(lambda s: read_all(s, name, position, chunk, stream.json))
         assert items == stream.items[stream.marks[boundary] :]
 
     @invariant()
@@ -277,7 +284,7 @@ class StreamMachine(RuleBasedStateMachine):
         for name, stream in self.model.items():
             if stream.gone:
                 continue
-            reply = run(self.storage, lambda s, n=name: s.head(n))  # type: ignore[misc]
+            reply = self._run(lambda s, n=name: s.head(n))  # type: ignore[misc]
             assert ("Stream-Closed" in reply.headers) == stream.closed
             tail = offsets.decode(reply.headers["Stream-Next-Offset"])
             assert stream.marks.get(tail, len(stream.items)) == len(stream.items)
