@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (a virtualenv, the pinned npm conformance suite, state interop
-# packages, upstream's Yjs suite, Debian's Chromium and the collab example's page, PostgreSQL)
+# packages, upstream's Yjs suite, Debian's Chromium and the collab example's page, PostgreSQL, HAProxy)
 # and runs every test: lint, types, the import layering, unit and model-based tests, the
 # conformance suite, the StreamDB and Yjs interop, the collab example in a browser.
 set -euo pipefail
@@ -29,6 +29,14 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v in
   echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/no-main.conf
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
+    > /dev/null
+fi
+# HAProxy from Debian's packages, the load balancer in front of two server processes
+# (tests/haproxy.py runs its own, in the foreground).
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy \
     > /dev/null
 fi
 .venv/bin/ruff check .
