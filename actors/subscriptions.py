@@ -10,21 +10,27 @@ every actor notes (`actors.wakeups.Commits`), in the step that publishes the com
 live readers, so it never reads a log and a commit never waits for it. Stream tails it
 has not been told are asked of the streams' actors (`Describe`).
 
-Changes to one subscription are serialized by its lock (so its saves land in order);
-deliveries and posts run as tasks of their own, at most one per wake, and report back
-under the lock. Nothing here blocks a stream actor: appends to wake streams are requests
-like any other.
+Changes to one subscription are serialized by its hold (`_holding`: its lock here and the
+store's hold, which in postgres mode locks it in the database and reads it again, so no
+process trusts a cached copy), and saved as the hold ends; deliveries and posts run as tasks
+of their own, at most one per wake, and report back under a hold. Commits are applied to
+the subscriptions they concern under the hold too (`_events`). Nothing here blocks a stream
+actor: appends to wake streams are requests like any other.
+
+With a shared store (several processes on one database) every process applies its own
+commits and requests, and exactly one, the `delivering` one, delivers, posts and runs the
+timers (`actors.subscription_sharing`, docs/subscriptions.md "Several processes").
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 import trio
@@ -32,12 +38,13 @@ import trio
 from actors import messages as m
 from actors.service import Streams
 from actors.storage.subscriptions import SubscriptionStore, load_ring
+from actors.subscription_requests import Requests
+from actors.subscription_sharing import Sharing, concerns
 from actors.webhooks import Webhooks
 from streams.protocol import subscription_views as views
-from streams.protocol import wake_tokens
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest
-from streams.protocol.subscription_config import Config, error, is_reserved
+from streams.protocol.subscription_config import is_reserved
 from streams.protocol.subscriptions import Clock, Subscription
 from streams.protocol.webhook_signing import SEED_BYTES, KeyRing
 
@@ -53,11 +60,10 @@ class SubscriptionLimits:
     key_publish: float = 86_400.0  # a retired key stays in the JWKS this long
 
 
-def not_found() -> ProtocolError:
-    return error(404, "SUBSCRIPTION_NOT_FOUND", "subscription not found")
+RECENT = 1024  # shared store: commits no cached subscription took, kept for one that arrives
 
 
-class Subscriptions:
+class Subscriptions(Sharing, Requests):
     def __init__(
         self,
         streams: Streams,
@@ -66,6 +72,7 @@ class Subscriptions:
         limits: SubscriptionLimits,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        lead_retry: float = 1.0,
     ) -> None:
         self.streams = streams
         self.commits = streams.registry.commits
@@ -74,10 +81,15 @@ class Subscriptions:
         self.limits = limits
         self.clock = clock
         self.random_bytes = random_bytes
+        self.lead_retry = lead_retry  # shared store: how often to try for the lead
         self.subs: dict[str, Subscription] = {}
         self.tails: dict[str, int] = {}  # of the linked streams, as last noted
+        self.delivering = not store.shared  # deliver, post and run timers here
         self._ring: KeyRing | None = None
         self._locks: dict[str, trio.Lock] = {}
+        self._events: dict[str, dict[str, int | None]] = {}  # commits to apply, by subscription
+        self._recent: dict[str, int | None] = {}  # shared: commits no subscription took
+        self._seen: dict[str, bytes] = {}  # shared: each record as last read
         self._busy: set[tuple[str, int]] = set()  # (id, generation) being delivered or posted
         self._kicked: set[str] = set()
         self._rearm = trio.Event()
@@ -92,6 +104,8 @@ class Subscriptions:
                 self._nursery = nursery
                 nursery.start_soon(self._absorbing)
                 nursery.start_soon(self._timing)
+                if self.store.shared:
+                    nursery.start_soon(self._leading)
                 for id in list(self.subs):
                     self._kick(id)  # resume what a restart interrupted
                 task_status.started()
@@ -109,37 +123,63 @@ class Subscriptions:
                 logger.exception("a subscription record cannot be read: skipped")
                 continue
             self.subs[sub.id] = sub
-        self.commits.enabled = bool(self.subs)
+        self.commits.enabled = self.store.shared or bool(self.subs)
+        await self._catch_up_links()
+
+    async def _catch_up_links(self) -> None:
+        """Streams first committed after the last save are linked by the next settle."""
         names = await self.streams.registry.storage.names() if self.subs else []
         for sub in self.subs.values():
-            for name in names:  # streams first committed after the last save
-                if not is_reserved(name) and sub.config.matches(name):
-                    sub.link(name, "glob", -1, self.limits.max_links)
-            for path in sub.links:
-                if path not in self.tails:
-                    self.tails[path] = await self._tail(path)
+            for name in names:
+                if not is_reserved(name) and name not in sub.links and sub.config.matches(name):
+                    self._events.setdefault(sub.id, {})[name] = 0
+            if not self.store.shared:  # (shared: each hold asks for the tails it needs)
+                for path in [*sub.links, *self._events.get(sub.id, {})]:
+                    if path not in self.tails:
+                        self.tails[path] = await self._tail(path)
 
     @property
     def ring(self) -> KeyRing:
         assert self._ring is not None, "run() loads the keys first"
         return self._ring
 
+    async def _fresh_ring(self) -> KeyRing:
+        """The key ring as stored: another process may have rotated it (shared store)."""
+        if self.store.shared:
+            raw = await self.store.load_keys()
+            if raw is not None:
+                self._ring = KeyRing.decode(raw)
+        return self.ring
+
     async def _maybe_rotate(self) -> None:
         if self.ring.due(self.clock(), self.limits.key_max_age):
-            await self.rotate()
+            await self.rotate(only_if_due=True)
 
-    async def rotate(self) -> None:
-        """A new active signing key; the old one stays published (`key_publish`)."""
-        self.ring.rotate(self.random_bytes(SEED_BYTES), self.clock(), self.limits.key_publish)
-        await self.store.save_keys(self.ring.encode())
-        logger.info("webhook signing key rotated: now %s", self.ring.active.kid)
+    async def rotate(self, only_if_due: bool = False) -> None:
+        """A new active signing key; the old one stays published (`key_publish`). The ring
+        is changed as stored, under the store's lock: two processes rotate once."""
+        now, seed, was = self.clock(), self.random_bytes(SEED_BYTES), self.ring.active.kid
+
+        def rotated(raw: bytes | None) -> bytes:
+            ring = self.ring if raw is None else KeyRing.decode(raw)
+            if not only_if_due or ring.due(now, self.limits.key_max_age):
+                ring.rotate(seed, now, self.limits.key_publish)
+            return ring.encode()
+
+        self._ring = KeyRing.decode(await self.store.update_keys(rotated))
+        if self.ring.active.kid != was:
+            logger.info("webhook signing key rotated: now %s", self.ring.active.kid)
 
     async def _tail(self, name: str) -> int:
+        return await self._existing_tail(name) or 0  # no such stream (yet): 0
+
+    async def _existing_tail(self, name: str) -> int | None:
+        """The stream's tail, or None if it does not exist (or is soft-deleted)."""
         try:
             snapshot: m.Snapshot = await self.streams.registry.call(name, m.Describe())
         except ProtocolError:
-            return 0  # no such stream (yet)
-        return 0 if snapshot.soft_deleted else snapshot.tail
+            return None
+        return None if snapshot.soft_deleted else snapshot.tail
 
     def _time(self) -> Clock:
         return Clock(
@@ -153,22 +193,59 @@ class Subscriptions:
     def _lock(self, id: str) -> trio.Lock:
         return self._locks.setdefault(id, trio.Lock())
 
+    @contextlib.asynccontextmanager
+    async def _holding(self, id: str) -> AsyncIterator[Subscription | None]:
+        """Subscription `id` (None: there is none) to read or change: locked here and in the
+        store, read again from a shared store, the commits that concern it applied, and
+        (shared) its streams' tails asked. What the block leaves in `self.subs[id]` is
+        saved (or removed) as it ends; a block that raises saves nothing."""
+        async with self._lock(id), self.store.hold(id) as held:
+            shared = self.store.shared
+            if shared:
+                self._adopt(id, held.record)
+            self._absorb()
+            sub = self.subs.get(id)
+            stored = held.record if shared else (None if sub is None else _encoded(sub))
+            try:
+                if sub is not None:
+                    for name, tail in self._events.pop(id, {}).items():
+                        sub.committed(name, tail, self.limits.max_links)
+                    if shared:
+                        await self._look(sub)
+                yield sub
+            except BaseException:
+                self._seen.pop(id, None)  # what is cached may differ from what is stored
+                raise
+            after = self.subs.get(id)
+            if after is None:
+                if stored is not None:
+                    await held.remove()
+            elif (raw := _encoded(after)) != stored:
+                await held.save(raw)
+                if shared:
+                    self._seen[id] = raw
+
     def _absorb(self) -> None:
-        """Apply the commits noted since last time, and kick the subscriptions they concern
-        (whoever calls this: a request handler that takes the notes takes them for all)."""
+        """Note the commits since last time for the subscriptions they concern, and kick
+        those (whoever calls this: a request handler that takes the notes takes them for
+        all); each applies them under its hold."""
         touched: set[str] = set()
         for name, tail in self.commits.take().items():
             if is_reserved(name):
                 continue
-            linked = False
-            for sub in self.subs.values():
-                if sub.committed(name, tail, self.limits.max_links):
-                    touched.add(sub.id)
-                    linked = linked or name in sub.links
-            if tail is None or not linked:
+            concerned = [sub.id for sub in self.subs.values() if concerns(sub, name, tail)]
+            for id in concerned:
+                self._events.setdefault(id, {})[name] = tail
+            touched.update(concerned)
+            if tail is None or not concerned:
                 self.tails.pop(name, None)
             else:
                 self.tails[name] = tail
+            if self.store.shared and not concerned:
+                self._recent.pop(name, None)
+                self._recent[name] = tail
+                if len(self._recent) > RECENT:
+                    del self._recent[next(iter(self._recent))]
         for id in touched:
             self._kick(id)
 
@@ -184,23 +261,25 @@ class Subscriptions:
             self._nursery.start_soon(self._settle, id)
 
     async def _settle(self, id: str) -> None:
-        async with self._lock(id):
+        try:
+            async with self._holding(id) as sub:
+                self._kicked.discard(id)
+                if sub is not None:
+                    clock = self._time()
+                    sub.tick(self.tails, clock)
+                    sub.maybe_wake(self.tails, clock)
+        except Exception:  # the database, at worst: the next kick or resync looks again
             self._kicked.discard(id)
-            sub = self.subs.get(id)
-            if sub is None:
-                return
-            self._absorb()
-            before = sub.record()
-            clock = self._time()
-            sub.tick(self.tails, clock)
-            sub.maybe_wake(self.tails, clock)
-            if sub.record() != before:
-                await self._save(sub)
+            if not self.store.shared:
+                raise
+            logger.exception("subscription %r could not be looked at", id)
+            return
+        if sub is not None:
             self._start_due(sub)
 
     def _deadline(self, sub: Subscription) -> float | None:
-        if sub.id in self._kicked:
-            return None  # looked at soon anyway (and the timer must not spin meanwhile)
+        if not self.delivering or sub.id in self._kicked:
+            return None  # another process's, or looked at soon anyway (no spinning meanwhile)
         wake = sub.wake
         if wake is not None and (sub.id, wake.generation) in self._busy:
             return wake.lease_until  # its attempt is running: its result decides what next
@@ -225,18 +304,18 @@ class Subscriptions:
     def _start_due(self, sub: Subscription) -> None:
         self._rearm.set()
         wake, due = sub.wake, sub.due(self.clock())
-        if wake is None or due is None or (sub.id, wake.generation) in self._busy:
+        if not self.delivering or wake is None or due is None:
+            return
+        if (sub.id, wake.generation) in self._busy:
             return
         assert self._nursery is not None
         self._busy.add((sub.id, wake.generation))
         work = self._deliver if due == "deliver" else self._post
         self._nursery.start_soon(work, sub, wake.generation)
 
-    async def _save(self, sub: Subscription) -> None:
-        await self.store.save(sub.id, json.dumps(sub.record()).encode())
-
     async def _deliver(self, sub: Subscription, generation: int) -> None:
         try:
+            await self._fresh_ring()
             await self._maybe_rotate()
             assert sub.config.webhook_url is not None
             body = json.dumps(views.payload(sub, self.tails)).encode()
@@ -244,17 +323,19 @@ class Subscriptions:
             outcome = await self.webhooks.post(sub.config.webhook_url, body, signature)
             if not outcome.ok:
                 logger.warning("webhook delivery of %r failed: %s", sub.id, outcome.detail)
-            async with self._lock(sub.id):
-                if self.subs.get(sub.id) is not sub:
+            async with self._holding(sub.id) as current:
+                if current is not sub:
                     return  # deleted meanwhile: its result changes nothing
-                self._absorb()
                 if outcome.ok:
                     sub.delivered(generation, outcome.done, self._time(), self.tails)
                 else:
                     sub.failed(generation, self._time())
-                await self._save(sub)
-                self._busy.discard((sub.id, generation))
-                self._start_due(sub)
+            self._busy.discard((sub.id, generation))
+            self._start_due(sub)
+        except Exception:  # the database, at worst: the wake stays due, delivered again
+            if not self.store.shared:
+                raise
+            logger.exception("the delivery to %r could not be recorded", sub.id)
         finally:
             self._busy.discard((sub.id, generation))
             self._rearm.set()
@@ -270,138 +351,16 @@ class Subscriptions:
                 await self.streams.append(stream, request)
             except ProtocolError as failure:
                 logger.warning("wake event of %r not written to %r: %s", sub.id, stream, failure)
-            async with self._lock(sub.id):
-                if self.subs.get(sub.id) is sub:
+            async with self._holding(sub.id) as current:
+                if current is sub:
                     sub.posted(generation)
-                    await self._save(sub)
+        except Exception:  # the database, at worst: the wake stays due, posted again
+            if not self.store.shared:
+                raise
+            logger.exception("the wake event of %r could not be recorded", sub.id)
         finally:
             self._busy.discard((sub.id, generation))
 
-    # ---- the HTTP adapter's operations ---------------------------------------------------
 
-    def _get(self, id: str) -> Subscription:
-        sub = self.subs.get(id)
-        if sub is None:
-            raise not_found()
-        return sub
-
-    def signing(self, base_url: str) -> dict[str, str]:
-        return {
-            "alg": "ed25519",
-            "kid": self.ring.active.kid,
-            "jwks_url": base_url + "/__ds/jwks.json",
-        }
-
-    def jwks(self) -> dict[str, Any]:
-        return self.ring.jwks()
-
-    def describe(self, id: str, base_url: str) -> dict[str, Any]:
-        return views.describe(self._get(id), self.tails, self.signing(base_url))
-
-    async def create(self, id: str, config: Config, base_url: str) -> bool:
-        """Create (True) or re-confirm (False) a subscription; 409 if it differs."""
-        async with self._lock(id):
-            existing = self.subs.get(id)
-            if existing is not None:
-                if existing.config.digest() != config.digest():
-                    raise error(
-                        409,
-                        "SUBSCRIPTION_ALREADY_EXISTS",
-                        "a subscription with this id has another configuration",
-                    )
-                return False
-            if len(self.subs) >= self.limits.max_subscriptions:
-                raise error(
-                    409,
-                    "SUBSCRIPTION_LIMIT",
-                    f"at most {self.limits.max_subscriptions} subscriptions"
-                    " (DS_SUBSCRIPTIONS__MAX_SUBSCRIPTIONS)",
-                )
-            if config.webhook_url is not None:
-                await self.webhooks.check(config.webhook_url)
-            incarnation = self.random_bytes(8).hex()
-            sub = Subscription(id, incarnation, config, self.clock(), base_url)
-            self.commits.enabled = True  # from here, commits concerning it are noted
-            self._absorb()
-            self.subs[id] = sub
-            try:
-                for path in config.streams:
-                    await self._link(sub, path, "explicit")
-                if config.pattern is not None:
-                    for name in await self.streams.registry.storage.names():
-                        if not is_reserved(name) and config.matches(name):
-                            await self._link(sub, name, "glob")
-                await self._save(sub)
-            except BaseException:
-                del self.subs[id]
-                raise
-            self._kick(id)
-            return True
-
-    async def _link(self, sub: Subscription, path: str, kind: str) -> None:
-        """Link at the current tail: creating a subscription replays no history."""
-        tail = await self._tail(path)
-        if path in sub.links:
-            sub.links[path].kinds.add(kind)
-        elif not sub.link(path, kind, tail, self.limits.max_links):
-            if path != sub.config.wake_stream:
-                raise error(
-                    409,
-                    "SUBSCRIPTION_LIMIT",
-                    f"at most {self.limits.max_links} streams per subscription"
-                    " (DS_SUBSCRIPTIONS__MAX_LINKS)",
-                )
-            return
-        self.tails.setdefault(path, tail)
-
-    async def delete(self, id: str) -> None:
-        """Tombstone: the record goes, and every token it issued with it (incarnation)."""
-        async with self._lock(id):
-            if self.subs.pop(id, None) is not None:
-                await self.store.remove(id)
-            self._locks.pop(id, None)
-
-    async def add_streams(self, id: str, paths: tuple[str, ...]) -> None:
-        async with self._lock(id):
-            sub = self._get(id)
-            for path in paths:
-                await self._link(sub, path, "explicit")
-            await self._save(sub)
-        self._kick(id)
-
-    async def remove_stream(self, id: str, path: str) -> None:
-        async with self._lock(id):
-            sub = self._get(id)
-            sub.unlink_explicit(path)  # a glob link of the same stream stays
-            await self._save(sub)
-
-    async def claim(self, id: str, worker: str) -> dict[str, Any]:
-        async with self._lock(id):
-            sub = self._get(id)
-            self._absorb()
-            body = sub.claim(worker, self.tails, self._time())
-            await self._save(sub)
-            self._rearm.set()
-            return body
-
-    async def ack(self, id: str, token: str, body: dict[str, Any], kind: str) -> dict[str, Any]:
-        """A webhook's callback (`kind` webhook) or a pull-wake worker's ack."""
-        async with self._lock(id):
-            sub = self._get(id)
-            if sub.config.kind != kind:
-                raise error(400, "INVALID_REQUEST", f"the subscription is not {kind}")
-            claims = wake_tokens.verify(self.ring.token_key, token, self.clock())
-            self._absorb()
-            result = sub.ack(claims, body, self.tails, self._time())
-            await self._save(sub)
-            self._start_due(sub)
-            return result
-
-    async def release(self, id: str, token: str, body: dict[str, Any]) -> None:
-        async with self._lock(id):
-            sub = self._get(id)
-            claims = wake_tokens.verify(self.ring.token_key, token, self.clock())
-            self._absorb()
-            sub.release(claims, body, self.tails, self._time())
-            await self._save(sub)
-            self._start_due(sub)
+def _encoded(sub: Subscription) -> bytes:
+    return json.dumps(sub.record()).encode()

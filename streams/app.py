@@ -29,6 +29,8 @@ from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from actors.storage.pg_listen import Listener
 from actors.storage.pg_schema import SchemaTooNew
+from actors.storage.pg_subscriptions import CHANNEL as SUBSCRIPTIONS_CHANNEL
+from actors.storage.pg_subscriptions import PostgresSubscriptions
 from actors.storage.postgres import PostgresStorage
 from actors.storage.subscriptions import FileSubscriptions, MemorySubscriptions, SubscriptionStore
 from actors.subscriptions import SubscriptionLimits, Subscriptions
@@ -52,6 +54,7 @@ class StreamsApp(QuartTrio):
     protocol: StreamsHTTP | None = None
     storage: Storage | None = None
     registry_scope: trio.CancelScope | None = None
+    subscriptions: Subscriptions | None = None
     metrics: Metrics | None = None
     access_log = access.AccessLog(enabled=False)  # the settings' once started
     stopping = False  # set as shutdown begins: /readyz answers 503 from then on
@@ -126,19 +129,32 @@ async def open_storage(settings: Settings) -> Storage:
     return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
 
 
-def listen(storage: PostgresStorage, registry: Registry, settings: Settings) -> Listener:
-    """Other processes' commits wake this one's live readers (docs/scaling.md)."""
+def listen(
+    storage: PostgresStorage,
+    registry: Registry,
+    settings: Settings,
+    subscriptions: Subscriptions | None = None,
+) -> Listener:
+    """Other processes' commits wake this one's live readers (docs/scaling.md), and their
+    changes to subscriptions reach this one's (docs/subscriptions.md)."""
 
     def moved(stream: int, tail: int) -> None:
         name = storage.behind(stream, tail)
         if name is not None:
             registry.refresh(name)
 
+    def listening() -> None:
+        registry.refresh_all()
+        if subscriptions is not None:
+            subscriptions.resynced()
+
+    channels = {} if subscriptions is None else {SUBSCRIPTIONS_CHANNEL: subscriptions.changed}
     return Listener(
         settings.postgres_url or "",
         moved,
-        registry.refresh_all,
+        listening,
         retry=settings.postgres_listen_retry,
+        channels=channels,
     )
 
 
@@ -147,10 +163,14 @@ def open_subscriptions(settings: Settings, streams: Streams) -> Subscriptions:
     store: SubscriptionStore
     if settings.storage_mode == "memory":
         store = MemorySubscriptions()
+    elif settings.storage_mode == "postgres":  # shared by every process on the database
+        store = PostgresSubscriptions(
+            settings.postgres_url or "",
+            settings.postgres_pool_max,
+            settings.postgres_connect_timeout,
+        )
     else:
-        # postgres mode: in the data directory until they move to the database (issue 16)
-        durable = settings.storage_mode in ("file-durable", "postgres")
-        store = FileSubscriptions(settings.data_dir, durable)
+        store = FileSubscriptions(settings.data_dir, settings.storage_mode == "file-durable")
     webhooks = Webhooks(
         WebhookLimits(
             settings.subscription_webhook_timeout,
@@ -166,7 +186,9 @@ def open_subscriptions(settings: Settings, streams: Streams) -> Subscriptions:
         settings.subscription_key_max_age,
         settings.subscription_key_publish,
     )
-    return Subscriptions(streams, store, webhooks, limits)
+    return Subscriptions(
+        streams, store, webhooks, limits, lead_retry=settings.postgres_listen_retry
+    )
 
 
 def storage_failure(error: Exception) -> str | None:
@@ -227,7 +249,8 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
         )
         protocol = StreamsHTTP(streams, resolved)
         yjs = mount(protocol, documents(protocol))
-        subscriptions = mount_subscriptions(protocol, open_subscriptions(resolved, streams))
+        app.subscriptions = open_subscriptions(resolved, streams)
+        subscriptions = mount_subscriptions(protocol, app.subscriptions)
 
         async def supervise(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:
@@ -236,7 +259,8 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
                     nursery.start_soon(protocol.sends.run)
                     nursery.start_soon(streams.run)
                     if isinstance(app.storage, PostgresStorage):
-                        nursery.start_soon(listen(app.storage, registry, resolved).run)
+                        listener = listen(app.storage, registry, resolved, app.subscriptions)
+                        nursery.start_soon(listener.run)
                     await nursery.start(registry.run)
                     await nursery.start(yjs.documents.run)
                     # Recovers subscriptions, asking actors for tails: after the registry.
@@ -265,6 +289,10 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             app.registry_scope.cancel()
         if app.storage is not None:
             app.storage.close()
+        if app.subscriptions is not None and isinstance(
+            app.subscriptions.store, PostgresSubscriptions
+        ):
+            app.subscriptions.store.close()
 
     @app.get("/healthz")
     async def healthz() -> tuple[str, int]:

@@ -91,7 +91,7 @@ class SubscriptionsHTTP:
             request.operation = "subscription-jwks"
             if method not in ("GET", "HEAD"):
                 raise error(405, "INVALID_REQUEST", f"{method} is not supported")
-            jwks = json.dumps(self.subscriptions.jwks()).encode()
+            jwks = json.dumps(await self.subscriptions.jwks()).encode()
             headers = {
                 "Content-Type": "application/jwk-set+json",
                 "Cache-Control": "public, max-age=300",
@@ -141,9 +141,9 @@ class SubscriptionsHTTP:
             config = parse_config(body, self.limits)
             base_url = self._base_url(request)
             created = await subs.create(id, config, base_url)
-            return _json(201 if created else 200, subs.describe(id, base_url))
+            return _json(201 if created else 200, await subs.describe(id, base_url))
         if method in ("GET", "HEAD"):
-            return _json(200, subs.describe(id, self._base_url(request)))
+            return _json(200, await subs.describe(id, self._base_url(request)))
         if method == "DELETE":
             await subs.delete(id)
             return Reply(204)

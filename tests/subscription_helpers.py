@@ -4,6 +4,7 @@ receiver (an httpx mock transport) and whose host names resolve as the test says
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -99,6 +100,7 @@ async def serving(
     names: dict[str, list[str]] | None = None,
     random_bytes: Callable[[int], bytes] | None = None,
     settings: dict[str, Any] | None = None,
+    lead_retry: float = 1.0,
     **limits: Any,
 ) -> AsyncIterator[Served]:
     resolved = dict(PUBLIC) if names is None else names
@@ -116,14 +118,14 @@ async def serving(
         http = StreamsHTTP(streams, Settings(storage_mode="memory", **(settings or {})))
         transport = httpx.MockTransport(receiver.handle)
         webhooks = Webhooks(WebhookLimits(timeout=5.0), resolve, transport)
-        extra = {"random_bytes": random_bytes} if random_bytes else {}
         subs = Subscriptions(
             streams,
             store or MemorySubscriptions(),
             webhooks,
             SubscriptionLimits(**limits),
             clock=trio.current_time,
-            **extra,
+            random_bytes=random_bytes or secrets.token_bytes,
+            lead_retry=lead_retry,
         )
         mount(http, subs)
         await nursery.start(subs.run)

@@ -107,9 +107,8 @@ def test_streams_and_producers_outlive_the_process(tmp_path: Path, postgres_url:
         assert c.put(f"{BASE}/s", headers=text).status_code == 201
         assert c.post(f"{BASE}/s", content=b"one", headers=producer).status_code == 200
         assert c.post(f"{BASE}/s", content=b"two", headers=text).status_code == 204
-    # No stream on disk in this mode; subscriptions and their signing key stay in the data
-    # directory until they move to the database (docs/scaling.md, "Not yet").
-    assert {p.name for p in (tmp_path / "data").iterdir()} == {"subscriptions"}
+    # Nothing on disk in this mode: subscriptions and their signing keys are in the database.
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
     with running_server(tmp_path / "data", env) as base_url, httpx.Client(base_url=base_url) as c:
         retried = c.post(f"{BASE}/s", content=b"one", headers=producer)
         assert retried.status_code == 204  # a duplicate: not appended again

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import psycopg
 import trio
@@ -29,7 +29,8 @@ async def _nothing() -> None:
 class Listener:
     """`await listener.run()` in a nursery: `moved(stream, tail)` for each commit notified,
     `listening()` after each (re)connection, `lost()` (awaited before reconnecting) after a
-    connection is lost. All three run in Trio."""
+    connection is lost; `channels` are more to listen on, each notification's payload handed
+    to its handler. All run in Trio."""
 
     def __init__(
         self,
@@ -39,12 +40,14 @@ class Listener:
         *,
         retry: float = 1.0,
         lost: Callable[[], Awaitable[None]] = _nothing,
+        channels: Mapping[str, Callable[[str], None]] | None = None,
     ) -> None:
         self.url = url
         self.retry = retry
         self._moved = moved
         self._listening = listening
         self._lost = lost
+        self._channels = dict(channels or {})
         self._stop = threading.Event()
         self.backend: int | None = None  # the listening connection's server process id
 
@@ -72,10 +75,15 @@ class Listener:
     def _serve(self) -> None:
         timeout = max(1, round(self.retry))
         with psycopg.connect(self.url, autocommit=True, connect_timeout=timeout) as connection:
-            connection.execute(f"LISTEN {pg_rows.CHANNEL}")
+            for channel in (pg_rows.CHANNEL, *self._channels):
+                connection.execute(f"LISTEN {channel}")
             self.backend = connection.info.backend_pid
             trio.from_thread.run_sync(self._listening)
             while not self._stop.is_set():
                 for notification in connection.notifies(timeout=self.retry):
+                    handler = self._channels.get(notification.channel)
+                    if handler is not None:
+                        trio.from_thread.run_sync(handler, notification.payload)
+                        continue
                     stream, _, tail = notification.payload.partition(":")
                     trio.from_thread.run_sync(self._moved, int(stream), int(tail))

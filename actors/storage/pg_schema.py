@@ -44,6 +44,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE ds_fork_sources (source bytea PRIMARY KEY, name bytea NOT NULL);
     """,
+    # 2: subscriptions and the webhook signing key ring (actors/storage/pg_subscriptions.py)
+    """
+    CREATE TABLE ds_subscriptions (id bytea PRIMARY KEY, record bytea NOT NULL);
+    CREATE TABLE ds_subscription_keys (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        ring bytea NOT NULL
+    );
+    """,
 )
 VERSION = len(MIGRATIONS)
 LOCK = 0x64735F736368656D  # the advisory lock taken while migrating ("ds_schem")

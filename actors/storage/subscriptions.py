@@ -1,5 +1,6 @@
 """Where subscriptions and the webhook signing keys are kept: in files under the data
-directory (`subscriptions/`), or in memory for `DS_STORAGE__MODE=memory`.
+directory (`subscriptions/`), in memory for `DS_STORAGE__MODE=memory`, or in the database
+for `postgres` (`pg_subscriptions.py`, shared by several processes).
 
 Each subscription is one small file, replaced whole and atomically (written beside, synced,
 renamed over, the directory synced) in file-durable mode before the request that changed it
@@ -14,7 +15,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -30,9 +32,29 @@ SUFFIX = ".sub"
 META = b"subscriptions"  # a frame needs metadata; this names what it holds
 
 
+class Held(Protocol):
+    """One subscription held for a change: its record as stored (when the store is shared),
+    and how to write the change, kept when the hold ends without an error."""
+
+    record: bytes | None
+
+    async def save(self, record: bytes) -> None: ...
+
+    async def remove(self) -> None: ...
+
+
 class SubscriptionStore(Protocol):
+    shared: bool  # other processes change it too: what is cached must be read again
+
     async def load(self) -> list[bytes]:
         """Every subscription's record."""
+
+    async def load_one(self, id: str) -> bytes | None: ...
+
+    async def count(self) -> int: ...
+
+    def hold(self, id: str) -> AbstractAsyncContextManager[Held]:
+        """`id` locked against other processes' changes until the block ends."""
 
     async def save(self, id: str, record: bytes) -> None: ...
 
@@ -42,8 +64,77 @@ class SubscriptionStore(Protocol):
 
     async def save_keys(self, ring: bytes) -> None: ...
 
+    async def update_keys(self, change: Callable[[bytes | None], bytes]) -> bytes:
+        """The key ring `change` makes of the stored one (None: none yet), stored unless the
+        same; no other process changes it in between."""
 
-class MemorySubscriptions:
+    async def lead(self) -> bool:
+        """Whether this process delivers webhooks and wakes and runs their timers."""
+
+    async def names(self, containing: str) -> list[str]:
+        """Shared store: the streams whose names contain `containing`."""
+
+
+class _Through:
+    """A hold of a store only this process writes: changes go straight through."""
+
+    record: bytes | None = None
+
+    def __init__(self, store: LocalStore, id: str) -> None:
+        self.store, self.id = store, id
+
+    async def save(self, record: bytes) -> None:
+        await self.store.save(self.id, record)
+
+    async def remove(self) -> None:
+        await self.store.remove(self.id)
+
+
+class LocalStore:
+    """What a store one process owns needs nothing more for: holds, counts, key updates."""
+
+    shared = False
+
+    async def load(self) -> list[bytes]:
+        raise NotImplementedError
+
+    async def save(self, id: str, record: bytes) -> None:
+        raise NotImplementedError
+
+    async def remove(self, id: str) -> None:
+        raise NotImplementedError
+
+    async def load_keys(self) -> bytes | None:
+        raise NotImplementedError
+
+    async def save_keys(self, ring: bytes) -> None:
+        raise NotImplementedError
+
+    async def load_one(self, id: str) -> bytes | None:
+        return None  # never asked: the process's own copy is the authority
+
+    async def count(self) -> int:
+        return len(await self.load())
+
+    @contextlib.asynccontextmanager
+    async def hold(self, id: str) -> AsyncIterator[Held]:
+        yield _Through(self, id)
+
+    async def lead(self) -> bool:
+        return True  # the only process
+
+    async def names(self, containing: str) -> list[str]:
+        return []  # never asked: the process's own commits are all there are
+
+    async def update_keys(self, change: Callable[[bytes | None], bytes]) -> bytes:
+        old = await self.load_keys()
+        new = change(old)
+        if new != old:
+            await self.save_keys(new)
+        return new
+
+
+class MemorySubscriptions(LocalStore):
     """For memory mode: kept as long as the process."""
 
     def __init__(self) -> None:
@@ -85,7 +176,7 @@ def _unframe(raw: bytes) -> bytes | None:
     return raw[first.data_locator : first.data_locator + first.data_length]
 
 
-class FileSubscriptions:
+class FileSubscriptions(LocalStore):
     """`<data dir>/subscriptions/<sha256 of id>.sub` and `keys`; synced if `durable`."""
 
     def __init__(self, root: Path, durable: bool) -> None:
@@ -150,10 +241,12 @@ class FileSubscriptions:
 async def load_ring(
     store: SubscriptionStore, now: float, random_bytes: Callable[[int], bytes]
 ) -> KeyRing:
-    """The signing keys kept in `store`, or new ones, kept there before they are used."""
-    raw = await store.load_keys()
-    if raw is not None:
-        return KeyRing.decode(raw)
-    ring = KeyRing.new(random_bytes(SEED_BYTES), random_bytes(32), now)
-    await store.save_keys(ring.encode())
-    return ring
+    """The signing keys kept in `store`, or new ones, kept there before they are used (made
+    once, whichever process asks first)."""
+
+    def made(raw: bytes | None) -> bytes:
+        if raw is not None:
+            return raw
+        return KeyRing.new(random_bytes(SEED_BYTES), random_bytes(32), now).encode()
+
+    return KeyRing.decode(await store.update_keys(made))
