@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
 
@@ -39,21 +40,33 @@ async def until(condition: Callable[[], bool]) -> None:
             await trio.sleep(RETRY)
 
 
+async def _nothing() -> None:
+    pass
+
+
 @asynccontextmanager
-async def process(url: str, **options: Any) -> AsyncIterator[Served]:
+async def process(
+    url: str,
+    listeners: list[Listener] | None = None,
+    lost: Callable[[], Awaitable[None]] = _nothing,
+) -> AsyncIterator[Served]:
     """One server process: streams and subscriptions in the database `url`, listening for
-    the other processes' changes."""
+    the other processes' changes (its listener appended to `listeners`; `lost` awaited
+    before it reconnects)."""
     storage = PostgresStorage.connect(url, max_size=4)
     store = PostgresSubscriptions(url, max_size=4)
     try:
-        async with serving(storage, store, lead_retry=RETRY, **options) as served:
+        async with serving(storage, store, lead_retry=RETRY) as served:
             listener = Listener(
                 url,
                 lambda stream, tail: None,
                 served.subs.resynced,
                 retry=RETRY,
+                lost=lost,
                 channels={CHANNEL: served.subs.changed},
             )
+            if listeners is not None:
+                listeners.append(listener)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(listener.run)
                 yield served
@@ -218,6 +231,36 @@ async def test_another_process_takes_over_delivery_when_the_first_ends(
                 delivery = await b.receiver.next()
             assert delivery["streams"][0]["path"] == "events/x"
             assert done_by[0].receiver.count == 0
+
+
+async def test_changes_made_while_the_deliverer_was_not_listening_are_delivered(
+    postgres_url: str,
+) -> None:
+    """B makes a subscription and wakes it while A, which delivers, has lost its listening
+    connection (the notifications are lost for A): A reads everything again on reconnecting."""
+    listeners: list[Listener] = []
+    away, back = trio.Event(), trio.Event()
+
+    async def lost() -> None:
+        away.set()
+        await back.wait()
+
+    async with process(postgres_url, listeners, lost) as a:
+        await until(lambda: a.subs.delivering)
+        a.receiver.reply = done
+        async with process(postgres_url) as b:
+            await until(lambda: listeners[0].backend is not None)  # connected, in its thread
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (listeners[0].backend,))
+            with trio.fail_after(BOUND):
+                await away.wait()
+            assert (await b("PUT", SUBS + "s1", hook()))[0] == 201
+            await b.stream("events/x", {"n": 1})
+            back.set()
+            with trio.fail_after(BOUND):
+                delivery = await a.receiver.next()
+            assert delivery["streams"][0]["path"] == "events/x"
+            assert b.receiver.count == 0
 
 
 @vitest.installed(SUITE)

@@ -81,7 +81,8 @@ class PostgresSubscriptions:
             name="ds-subs",
         )
         self.limiter = trio.CapacityLimiter(max_size)
-        self._lead: Connection | None = None  # holding LEAD, while this process delivers
+        self._lead: Connection | None = None  # on which LEAD is tried for, and held
+        self._leads = False
 
     def close(self) -> None:
         self.pool.close()
@@ -193,27 +194,22 @@ class PostgresSubscriptions:
         return await trio.to_thread.run_sync(self._try_lead)
 
     def _try_lead(self) -> bool:
+        """On a connection of its own, kept: `LEAD` taken if free, or still held (the
+        connection answers); a lost connection loses it (the server released it)."""
         try:
-            if self._lead is not None:
+            if self._lead is None:
+                self._lead = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, round(self.timeout))
+                )
+                self._leads = False
+            if self._leads:
                 self._lead.execute("SELECT 1")
                 return True
-            connection = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, round(self.timeout))
-            )
-            row = connection.execute("SELECT pg_try_advisory_lock(%s, %s)", LEAD).fetchone()
-            if row is not None and row[0]:
-                self._lead = connection
-                return True
-            connection.close()
+            row = self._lead.execute("SELECT pg_try_advisory_lock(%s, %s)", LEAD).fetchone()
+            self._leads = row is not None and bool(row[0])
         except psycopg.Error:
-            lead, self._lead = self._lead, None
+            lead, self._lead, self._leads = self._lead, None, False
             if lead is not None:
                 with contextlib.suppress(psycopg.Error):
                     lead.close()
-        return False
-
-    async def resign(self) -> None:
-        """Let another process deliver (the lead's connection closed, its lock with it)."""
-        lead, self._lead = self._lead, None
-        if lead is not None:
-            await trio.to_thread.run_sync(lead.close)
+        return self._leads
