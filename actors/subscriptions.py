@@ -196,8 +196,8 @@ class Subscriptions(Sharing, Requests):
     @contextlib.asynccontextmanager
     async def _holding(self, id: str) -> AsyncIterator[Subscription | None]:
         """Subscription `id` (None: there is none) to read or change: locked here and in the
-        store, read again from a shared store, the commits that concern it applied, and
-        (shared) its streams' tails asked. What the block leaves in `self.subs[id]` is
+        store, read again from a shared store, the commits that concern it applied,
+        (shared) its streams' tails asked, and a lease that ran out ended. What the block leaves in `self.subs[id]` is
         saved (or removed) as it ends; a block that raises saves nothing."""
         async with self._lock(id), self.store.hold(id) as held:
             shared = self.store.shared
@@ -212,6 +212,9 @@ class Subscriptions(Sharing, Requests):
                         sub.committed(name, tail, self.limits.max_links)
                     if shared:
                         await self._look(sub)
+                    # A lease that ran out has ended, whether or not the timer (perhaps on
+                    # another process) has ended it yet.
+                    sub.tick(self.tails, self._time())
                 yield sub
             except BaseException:
                 self._seen.pop(id, None)  # what is cached may differ from what is stored

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from actors.storage.pg_listen import Listener
-from actors.storage.pg_subscriptions import CHANNEL, PostgresSubscriptions
+from actors.storage.pg_subscriptions import CHANNEL, LEAD, PostgresSubscriptions
 from actors.storage.postgres import PostgresStorage
 from streams.protocol import offsets
 from tests import vitest
@@ -155,6 +155,30 @@ async def test_concurrent_claims_on_both_have_one_holder_per_generation(
         auth = {"Authorization": "Bearer " + body["token"]}
         assert (await (b, a)[round % 2]("POST", SUBS + "p/release", release, auth))[0] == 204
     assert all(len(tokens) == 1 for tokens in holders.values())  # no generation twice
+
+
+async def test_a_lease_that_ran_out_is_over_on_every_process(
+    postgres_url: str, mock_clock: trio.testing.MockClock
+) -> None:
+    """No process runs the timers here (the test holds the lead), yet a lease that ran out
+    is over wherever it is next used: the old holder is fenced, another worker claims."""
+    mock_clock.rate = 1.0  # real time, plus the jump below
+    with psycopg.connect(postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", LEAD)
+        async with process(postgres_url) as a, process(postgres_url) as b:
+            await a.stream("wake", [])
+            assert (await a("PUT", SUBS + "p", puller(lease_ttl_ms=1000)))[0] == 201
+            await b.stream("events/x", {"n": 1})
+            status, claimed = await a("POST", SUBS + "p/claim", {"worker": "w1"})
+            assert status == 200
+            mock_clock.jump(2)
+            beat = {"wake_id": claimed["wake_id"], "generation": claimed["generation"]}
+            auth = {"Authorization": "Bearer " + claimed["token"]}
+            status, fenced = await b("POST", SUBS + "p/ack", beat, auth)
+            assert (status, fenced["error"]["code"]) == (409, "FENCED")
+            status, again = await b("POST", SUBS + "p/claim", {"worker": "w2"})
+            assert status == 200 and again["generation"] == claimed["generation"] + 1
+            assert not a.subs.delivering and not b.subs.delivering
 
 
 async def test_an_append_on_b_wakes_a_webhook_delivered_by_a_once(
