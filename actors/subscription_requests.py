@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors.service import Streams
-from actors.storage.subscriptions import SubscriptionStore
+from actors.storage.subscriptions import Held, SubscriptionStore
 from actors.wakeups import Commits
 from actors.webhooks import Webhooks
 from streams.protocol import subscription_views as views
@@ -45,6 +45,7 @@ class Requests:
     tails: dict[str, int]
     _events: dict[str, dict[str, int | None]]
     _locks: dict[str, trio.Lock]
+    _held: dict[str, Held]
     _rearm: trio.Event
 
     if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class Requests:
                         "a subscription with this id has another configuration",
                     )
                 return False
-            count = await self.store.count() if self.store.shared else len(self.subs)
+            count = await self._held[id].count() if self.store.shared else len(self.subs)
             if count >= self.limits.max_subscriptions:
                 raise error(
                     409,

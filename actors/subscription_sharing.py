@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from actors.storage.subscriptions import SubscriptionStore
+from actors.storage.subscriptions import Held, SubscriptionStore
 from streams.protocol.subscription_config import is_reserved
 from streams.protocol.subscriptions import Subscription
 
@@ -35,6 +35,7 @@ class Sharing:
     _events: dict[str, dict[str, int | None]]
     _recent: dict[str, int | None]
     _seen: dict[str, bytes]
+    _held: dict[str, Held]
     _rearm: trio.Event
     _nursery: trio.Nursery | None
 
@@ -64,7 +65,7 @@ class Sharing:
         if pattern is None:
             return
         literal = next((part for part in pattern.split("/") if part not in ("", "*", "**")), "")
-        for name in await self.store.names(literal):
+        for name in await self._held[sub.id].names(literal):
             if name in sub.links or is_reserved(name) or not sub.config.matches(name):
                 continue
             tail = await self._existing_tail(name)

@@ -37,7 +37,7 @@ import trio
 
 from actors import messages as m
 from actors.service import Streams
-from actors.storage.subscriptions import SubscriptionStore, load_ring
+from actors.storage.subscriptions import Held, SubscriptionStore, load_ring
 from actors.subscription_requests import Requests
 from actors.subscription_sharing import Sharing, concerns
 from actors.webhooks import Webhooks
@@ -90,6 +90,7 @@ class Subscriptions(Sharing, Requests):
         self._events: dict[str, dict[str, int | None]] = {}  # commits to apply, by subscription
         self._recent: dict[str, int | None] = {}  # shared: commits no subscription took
         self._seen: dict[str, bytes] = {}  # shared: each record as last read
+        self._held: dict[str, Held] = {}  # the store's holds in progress, by id
         self._busy: set[tuple[str, int]] = set()  # (id, generation) being delivered or posted
         self._kicked: set[str] = set()
         self._rearm = trio.Event()
@@ -197,36 +198,48 @@ class Subscriptions(Sharing, Requests):
     async def _holding(self, id: str) -> AsyncIterator[Subscription | None]:
         """Subscription `id` (None: there is none) to read or change: locked here and in the
         store, read again from a shared store, the commits that concern it applied,
-        (shared) its streams' tails asked, and a lease that ran out ended. What the block leaves in `self.subs[id]` is
-        saved (or removed) as it ends; a block that raises saves nothing."""
+        (shared) its streams' tails asked, and a lease that ran out ended. What the block
+        leaves in `self.subs[id]` is saved (or removed) as it ends; a block that raises
+        saves nothing."""
         async with self._lock(id), self.store.hold(id) as held:
-            shared = self.store.shared
-            if shared:
-                self._adopt(id, held.record)
-            self._absorb()
-            sub = self.subs.get(id)
-            stored = held.record if shared else (None if sub is None else _encoded(sub))
+            self._held[id] = held
             try:
-                if sub is not None:
-                    for name, tail in self._events.pop(id, {}).items():
-                        sub.committed(name, tail, self.limits.max_links)
-                    if shared:
-                        await self._look(sub)
-                    # A lease that ran out has ended, whether or not the timer (perhaps on
-                    # another process) has ended it yet.
-                    sub.tick(self.tails, self._time())
+                sub, stored = await self._prepare(id, held.record)
                 yield sub
+                after = self.subs.get(id)
+                if after is None:
+                    if stored is not None:
+                        await held.remove()
+                elif (raw := _encoded(after)) != stored:
+                    await held.save(raw)
+                    if self.store.shared:
+                        self._seen[id] = raw
             except BaseException:
                 self._seen.pop(id, None)  # what is cached may differ from what is stored
                 raise
-            after = self.subs.get(id)
-            if after is None:
-                if stored is not None:
-                    await held.remove()
-            elif (raw := _encoded(after)) != stored:
-                await held.save(raw)
-                if shared:
-                    self._seen[id] = raw
+            finally:
+                del self._held[id]
+
+    async def _prepare(
+        self, id: str, record: bytes | None
+    ) -> tuple[Subscription | None, bytes | None]:
+        """`_holding`'s first half: the subscription made current, and its record as
+        stored (to save it only if it changed)."""
+        shared = self.store.shared
+        if shared:
+            self._adopt(id, record)
+        self._absorb()
+        sub = self.subs.get(id)
+        stored = record if shared else (None if sub is None else _encoded(sub))
+        if sub is not None:
+            for name, tail in self._events.pop(id, {}).items():
+                sub.committed(name, tail, self.limits.max_links)
+            if shared:
+                await self._look(sub)
+            # A lease that ran out has ended, whether or not the timer (perhaps on another
+            # process) has ended it yet.
+            sub.tick(self.tails, self._time())
+        return sub, stored
 
     def _absorb(self) -> None:
         """Note the commits since last time for the subscriptions they concern, and kick

@@ -49,6 +49,7 @@ async def process(
     url: str,
     listeners: list[Listener] | None = None,
     lost: Callable[[], Awaitable[None]] = _nothing,
+    **limits: Any,
 ) -> AsyncIterator[Served]:
     """One server process: streams and subscriptions in the database `url`, listening for
     the other processes' changes (its listener appended to `listeners`; `lost` awaited
@@ -56,7 +57,7 @@ async def process(
     storage = PostgresStorage.connect(url, max_size=4)
     store = PostgresSubscriptions(url, max_size=4)
     try:
-        async with serving(storage, store, lead_retry=RETRY) as served:
+        async with serving(storage, store, lead_retry=RETRY, **limits) as served:
             listener = Listener(
                 url,
                 lambda stream, tail: None,
@@ -97,6 +98,22 @@ async def test_created_on_a_read_and_deleted_on_b(pair: tuple[Served, Served]) -
     assert (status, body["error"]["code"]) == (409, "SUBSCRIPTION_ALREADY_EXISTS")
     assert (await b("DELETE", SUBS + "s1"))[0] == 204
     assert (await a("GET", SUBS + "s1"))[0] == 404
+
+
+async def test_concurrent_creates_on_both_keep_the_subscription_limit(postgres_url: str) -> None:
+    async with (
+        process(postgres_url, max_subscriptions=1) as a,
+        process(postgres_url, max_subscriptions=1) as b,
+    ):
+        statuses: list[int] = []
+
+        async def create(served: Served, id: str) -> None:
+            statuses.append((await served("PUT", SUBS + id, hook()))[0])
+
+        async with trio.open_nursery() as nursery:
+            for index in range(10):  # more than a pool holds: holds queue, none deadlocks
+                nursery.start_soon(create, (a, b)[index % 2], f"s{index}")
+        assert sorted(statuses) == [201] + [409] * 9
 
 
 async def test_claimed_on_a_acked_on_b(pair: tuple[Served, Served]) -> None:

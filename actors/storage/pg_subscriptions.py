@@ -30,6 +30,7 @@ T = TypeVar("T")
 CHANNEL = "ds_subs"  # NOTIFY channel: a subscription's id changed ("" for the key ring)
 LOCKS = 0x6473  # advisory lock class of subscription ids ("ds"); the key ring is (LOCKS, 0)
 LEAD = (0x6473, -1)  # the session lock of the delivering process
+CREATES = (0x6473, 1)  # held by a hold of an id with no record (a create counts under it)
 
 
 def lock_key(id: str) -> int:
@@ -60,6 +61,22 @@ class _Held:
 
     async def remove(self) -> None:
         await trio.to_thread.run_sync(self._remove)
+
+    # On the hold's connection: a hold never waits for a second one (the pool could be
+    # all holds, each waiting).
+    async def count(self) -> int:
+        query = "SELECT count(*) FROM ds_subscriptions"
+        row = await trio.to_thread.run_sync(pg_rows.fetch_one, self.connection, query, ())
+        return int(row[0])
+
+    async def names(self, containing: str) -> list[str]:
+        rows = await trio.to_thread.run_sync(
+            pg_rows.fetch_all,
+            self.connection,
+            "SELECT name FROM ds_streams WHERE position(%s::bytea IN name) > 0",
+            (pg_rows.encoded(containing),),
+        )
+        return [pg_rows.decoded(name) for (name,) in rows]
 
 
 class PostgresSubscriptions:
@@ -112,10 +129,6 @@ class PostgresSubscriptions:
         )
         return None if row is None else bytes(row[0])
 
-    async def count(self) -> int:
-        row = await self._call(pg_rows.fetch_one, "SELECT count(*) FROM ds_subscriptions", ())
-        return int(row[0])
-
     @contextlib.asynccontextmanager
     async def hold(self, id: str) -> AsyncIterator[_Held]:
         connection = await trio.to_thread.run_sync(self.pool.getconn, limiter=self.limiter)
@@ -134,7 +147,10 @@ class PostgresSubscriptions:
         row = connection.execute(
             "SELECT record FROM ds_subscriptions WHERE id = %s", (pg_rows.encoded(id),)
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:  # perhaps a create: creates take turns, so each counts the others
+            connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", CREATES)
+            return None
+        return bytes(row[0])
 
     def _give_back(self, connection: Connection) -> None:
         if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -149,14 +165,6 @@ class PostgresSubscriptions:
     async def remove(self, id: str) -> None:
         async with self.hold(id) as held:
             await held.remove()
-
-    async def names(self, containing: str) -> list[str]:
-        rows = await self._call(
-            pg_rows.fetch_all,
-            "SELECT name FROM ds_streams WHERE position(%s::bytea IN name) > 0",
-            (pg_rows.encoded(containing),),
-        )
-        return [pg_rows.decoded(name) for (name,) in rows]
 
     # ---- the key ring ---------------------------------------------------------------------
 

@@ -42,6 +42,12 @@ class Held(Protocol):
 
     async def remove(self) -> None: ...
 
+    async def count(self) -> int:
+        """How many subscriptions there are (a shared store: creates take turns)."""
+
+    async def names(self, containing: str) -> list[str]:
+        """A shared store: the streams whose names contain `containing`."""
+
 
 class SubscriptionStore(Protocol):
     shared: bool  # other processes change it too: what is cached must be read again
@@ -50,8 +56,6 @@ class SubscriptionStore(Protocol):
         """Every subscription's record."""
 
     async def load_one(self, id: str) -> bytes | None: ...
-
-    async def count(self) -> int: ...
 
     def hold(self, id: str) -> AbstractAsyncContextManager[Held]:
         """`id` locked against other processes' changes until the block ends."""
@@ -71,9 +75,6 @@ class SubscriptionStore(Protocol):
     async def lead(self) -> bool:
         """Whether this process delivers webhooks and wakes and runs their timers."""
 
-    async def names(self, containing: str) -> list[str]:
-        """Shared store: the streams whose names contain `containing`."""
-
 
 class _Through:
     """A hold of a store only this process writes: changes go straight through."""
@@ -88,6 +89,12 @@ class _Through:
 
     async def remove(self) -> None:
         await self.store.remove(self.id)
+
+    async def count(self) -> int:
+        return len(await self.store.load())
+
+    async def names(self, containing: str) -> list[str]:
+        return []  # never asked: the process's own commits are all there are
 
 
 class LocalStore:
@@ -113,18 +120,12 @@ class LocalStore:
     async def load_one(self, id: str) -> bytes | None:
         return None  # never asked: the process's own copy is the authority
 
-    async def count(self) -> int:
-        return len(await self.load())
-
     @contextlib.asynccontextmanager
     async def hold(self, id: str) -> AsyncIterator[Held]:
         yield _Through(self, id)
 
     async def lead(self) -> bool:
         return True  # the only process
-
-    async def names(self, containing: str) -> list[str]:
-        return []  # never asked: the process's own commits are all there are
 
     async def update_keys(self, change: Callable[[bytes | None], bytes]) -> bytes:
         old = await self.load_keys()
