@@ -8,8 +8,9 @@ the id; empty: the key ring changed), so the other processes read it again. Exac
 process delivers webhooks and runs timers: the one holding the session advisory lock
 `LEAD` on a connection of its own; when it dies, its connection goes, the lock with it, and
 another process takes it at its next try. psycopg has no Trio support: calls run in worker
-threads, on a pool of the subscriptions' own, so a subscription held while its streams'
-actors are asked for their tails never waits for a connection its own hold took.
+threads, on a pool of the subscriptions' own (a subscription held while its streams' actors
+are asked for their tails never waits for a connection of the streams' pool its hold took),
+and a hold's own queries run on the hold's connection (holds never wait for each other's).
 """
 
 from __future__ import annotations
