@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from actors.subscriptions import SubscriptionLimits
 
 logger = logging.getLogger(__name__)
+NAMES = 65_536  # stream rows' names kept (forgotten all at once beyond)
 
 
 class Sharing:
@@ -36,6 +37,7 @@ class Sharing:
     _recent: dict[str, int | None]
     _seen: dict[str, bytes]
     _held: dict[str, Held]
+    _names: dict[int, str]  # stream rows' names, as `moved` learned them
     _rearm: trio.Event
     _nursery: trio.Nursery | None
 
@@ -147,6 +149,30 @@ class Sharing:
             logger.exception("subscription %r could not be read again", id)
         if id in self._events:
             self._kick(id)
+
+    def moved(self, stream: int) -> None:
+        """A commit to stream row `stream`, on any process (notified on `ds_tail`): the
+        delivering process looks at the subscriptions it concerns. The committing process
+        applies its commits itself; this covers one that ended before it could."""
+        if self.delivering and self.subs and self._nursery is not None:
+            self._nursery.start_soon(self._moved, stream)
+
+    async def _moved(self, stream: int) -> None:
+        name = self._names.get(stream)
+        if name is None:
+            try:
+                name = await self.store.stream_name(stream)
+            except Exception:  # the database, at worst: the committing process looks
+                logger.exception("stream row %d could not be named", stream)
+                return
+            if name is None:
+                return
+            if len(self._names) >= NAMES:
+                self._names.clear()
+            self._names[stream] = name
+        for sub in list(self.subs.values()):
+            if not is_reserved(name) and concerns(sub, name, 0):
+                self._kick(sub.id)
 
     def resynced(self) -> None:
         """The listening connection is back: look at everything again."""

@@ -91,6 +91,7 @@ class Subscriptions(Sharing, Requests):
         self._recent: dict[str, int | None] = {}  # shared: commits no subscription took
         self._seen: dict[str, bytes] = {}  # shared: each record as last read
         self._held: dict[str, Held] = {}  # the store's holds in progress, by id
+        self._names: dict[int, str] = {}  # shared: stream rows' names
         self._busy: set[tuple[str, int]] = set()  # (id, generation) being delivered or posted
         self._kicked: set[str] = set()
         self._rearm = trio.Event()

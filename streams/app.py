@@ -142,6 +142,8 @@ def listen(
         name = storage.behind(stream, tail)
         if name is not None:
             registry.refresh(name)
+        if subscriptions is not None:
+            subscriptions.moved(stream)
 
     def listening() -> None:
         registry.refresh_all()

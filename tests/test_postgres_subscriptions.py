@@ -17,12 +17,16 @@ import psycopg
 import pytest
 import trio
 
+from actors.service import Streams
 from actors.storage.pg_listen import Listener
 from actors.storage.pg_subscriptions import CHANNEL, LEAD, PostgresSubscriptions
 from actors.storage.postgres import PostgresStorage
 from streams.protocol import offsets
+from streams.protocol.machine import AppendRequest, CreateRequest
+from streams.protocol.records import StreamConfig
 from tests import vitest
 from tests.haproxy import running_haproxy
+from tests.on_disk import started
 from tests.server import free_port, running_server
 from tests.subscription_helpers import Served, done, serving
 from tests.test_conformance import FAST_LONG_POLL, SUITE
@@ -60,7 +64,7 @@ async def process(
         async with serving(storage, store, lead_retry=RETRY, **limits) as served:
             listener = Listener(
                 url,
-                lambda stream, tail: None,
+                lambda stream, tail: served.subs.moved(stream),
                 served.subs.resynced,
                 retry=RETRY,
                 lost=lost,
@@ -224,6 +228,35 @@ async def test_an_append_on_b_wakes_a_webhook_delivered_by_a_once(
         while not await settled():
             await trio.sleep(RETRY)
     assert (a.receiver.count, b.receiver.count) == (3, 0)  # each wake delivered once
+
+
+async def test_a_commit_on_a_process_that_does_not_look_still_wakes(postgres_url: str) -> None:
+    """B commits and never looks at subscriptions (as a process killed just after its commit
+    would not): A, which delivers, learns of the commit from its notification."""
+    async with process(postgres_url) as a:
+        await until(lambda: a.subs.delivering)
+        a.receiver.reply = done
+        assert (await a("PUT", SUBS + "s1", hook()))[0] == 201
+        storage = PostgresStorage.connect(postgres_url, max_size=2)
+        try:
+            async with trio.open_nursery() as nursery:
+                b = Streams(await started(storage, nursery))  # streams, no subscriptions
+                await b.create("events/x", CreateRequest(StreamConfig("text/plain")))
+                await b.append("events/x", AppendRequest("text/plain", b"data"))
+                with trio.fail_after(BOUND):
+                    delivery = await a.receiver.next()
+                assert delivery["streams"] == [
+                    {
+                        "path": "events/x",
+                        "link_type": "glob",
+                        "acked_offset": "-1",
+                        "tail_offset": offsets.encode(4),
+                        "has_pending": True,
+                    }
+                ]
+                nursery.cancel_scope.cancel()
+        finally:
+            storage.close()
 
 
 async def test_the_key_ring_is_made_once_and_rotated_for_all(

@@ -167,6 +167,12 @@ class PostgresSubscriptions:
         async with self.hold(id) as held:
             await held.remove()
 
+    async def stream_name(self, row: int) -> str | None:
+        found = await self._call(
+            pg_rows.fetch_one, "SELECT name FROM ds_streams WHERE id = %s", (row,)
+        )
+        return None if found is None else pg_rows.decoded(found[0])
+
     # ---- the key ring ---------------------------------------------------------------------
 
     async def load_keys(self) -> bytes | None:

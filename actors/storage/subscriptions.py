@@ -75,6 +75,9 @@ class SubscriptionStore(Protocol):
     async def lead(self) -> bool:
         """Whether this process delivers webhooks and wakes and runs their timers."""
 
+    async def stream_name(self, row: int) -> str | None:
+        """A shared store: the name of the stream in row `row` (None: gone)."""
+
 
 class _Through:
     """A hold of a store only this process writes: changes go straight through."""
@@ -126,6 +129,9 @@ class LocalStore:
 
     async def lead(self) -> bool:
         return True  # the only process
+
+    async def stream_name(self, row: int) -> str | None:
+        return None  # never asked: no other process commits
 
     async def update_keys(self, change: Callable[[bytes | None], bytes]) -> bytes:
         old = await self.load_keys()
