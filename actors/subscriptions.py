@@ -173,14 +173,20 @@ class Subscriptions(Sharing, Requests):
             logger.info("webhook signing key rotated: now %s", self.ring.active.kid)
 
     async def _tail(self, name: str) -> int:
-        return await self._existing_tail(name) or 0  # no such stream (yet): 0
+        try:
+            return await self._existing_tail(name) or 0
+        except ProtocolError:
+            return 0  # not readable now: as if it had nothing yet
 
     async def _existing_tail(self, name: str) -> int | None:
-        """The stream's tail, or None if it does not exist (or is soft-deleted)."""
+        """The stream's tail, or None if it does not exist (or is soft-deleted); another
+        failure (its actor failed, a timeout) is raised, not taken for a deletion."""
         try:
             snapshot: m.Snapshot = await self.streams.registry.call(name, m.Describe())
-        except ProtocolError:
-            return None
+        except ProtocolError as failure:
+            if failure.status in (404, 410):
+                return None
+            raise
         return None if snapshot.soft_deleted else snapshot.tail
 
     def _time(self) -> Clock:
