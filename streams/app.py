@@ -157,6 +157,7 @@ def listen(
         listening,
         retry=settings.postgres_listen_retry,
         channels=channels,
+        reconnected=storage.check_pool,  # before every resident stream looks at its tail
     )
 
 

@@ -30,7 +30,9 @@ class Listener:
     """`await listener.run()` in a nursery: `moved(stream, tail)` for each commit notified,
     `listening()` after each (re)connection, `lost()` (awaited before reconnecting) after a
     connection is lost; `channels` are more to listen on, each notification's payload handed
-    to its handler. All run in Trio."""
+    to its handler. All run in Trio except `reconnected()`, which runs in the listener's thread
+    before `listening()` after a lost connection came back (the database may have restarted,
+    closing every connection the storage's pool holds: it checks them then)."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class Listener:
         retry: float = 1.0,
         lost: Callable[[], Awaitable[None]] = _nothing,
         channels: Mapping[str, Callable[[str], None]] | None = None,
+        reconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.url = url
         self.retry = retry
@@ -48,6 +51,8 @@ class Listener:
         self._listening = listening
         self._lost = lost
         self._channels = dict(channels or {})
+        self._reconnected = reconnected
+        self._was_lost = False
         self._stop = threading.Event()
         self.backend: int | None = None  # the listening connection's server process id
 
@@ -66,6 +71,7 @@ class Listener:
                     self._serve()
                 except psycopg.Error as error:
                     self.backend = None
+                    self._was_lost = True
                     logger.warning("notifications lost (%s); listening again", error)
                     trio.from_thread.run(self._lost)
                     self._stop.wait(self.retry)
@@ -78,6 +84,9 @@ class Listener:
             for channel in (pg_rows.CHANNEL, *self._channels):
                 connection.execute(f"LISTEN {channel}")
             self.backend = connection.info.backend_pid
+            if self._was_lost:
+                self._was_lost = False
+                self._reconnected()
             trio.from_thread.run_sync(self._listening)
             while not self._stop.is_set():
                 for notification in connection.notifies(timeout=self.retry):
