@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from actors.storage import Unavailable
 from actors.subscriptions import Subscriptions
 from streams.protocol import responses
 from streams.protocol.errors import ProtocolError
@@ -76,9 +77,10 @@ class SubscriptionsHTTP:
             reply = await self._route(request, path[len(self.prefix) :].decode("utf-8"))
         except UnicodeDecodeError:
             reply = _error(invalid("the path is not valid UTF-8"))
-        except ProtocolError as failure:
+        except (ProtocolError, Unavailable) as raised:
             if send.started:
                 raise
+            failure = raised if isinstance(raised, ProtocolError) else unavailable(raised)
             self.http.metrics.errors[failure.code or "INTERNAL", failure.status] += 1
             reply = _error(failure)
         await respond(request, send, reply)
@@ -162,6 +164,17 @@ def _only(method: str, allowed: str) -> None:
 def _json(status: int, body: dict[str, Any]) -> Reply:
     return Reply(
         status, {"Content-Type": JSON, "Cache-Control": "no-store"}, json.dumps(body).encode()
+    )
+
+
+def unavailable(cause: Unavailable) -> ProtocolError:
+    """The database failed (postgres mode): nothing was changed that the retry would not."""
+    return ProtocolError(
+        503,
+        "STORAGE_UNAVAILABLE",
+        f"{cause}; retry",
+        {"Retry-After": "1"},
+        code="STORAGE_UNAVAILABLE",
     )
 
 

@@ -27,6 +27,7 @@ from streams.protocol.records import StreamConfig
 from tests import vitest
 from tests.haproxy import running_haproxy
 from tests.on_disk import started
+from tests.postgres import Cluster
 from tests.server import free_port, running_server
 from tests.subscription_helpers import Served, done, serving
 from tests.test_conformance import FAST_LONG_POLL, SUITE
@@ -88,7 +89,6 @@ async def pair(postgres_url: str) -> AsyncIterator[tuple[Served, Served]]:
         await until(lambda: a.subs.delivering)
         async with process(postgres_url) as b:
             yield a, b
-            assert not b.subs.delivering
 
 
 async def test_created_on_a_read_and_deleted_on_b(pair: tuple[Served, Served]) -> None:
@@ -228,6 +228,7 @@ async def test_an_append_on_b_wakes_a_webhook_delivered_by_a_once(
         while not await settled():
             await trio.sleep(RETRY)
     assert (a.receiver.count, b.receiver.count) == (3, 0)  # each wake delivered once
+    assert a.subs.delivering and not b.subs.delivering
 
 
 async def test_a_commit_on_a_process_that_does_not_look_still_wakes(postgres_url: str) -> None:
@@ -272,6 +273,38 @@ async def test_the_key_ring_is_made_once_and_rotated_for_all(
     _, created = await b("PUT", SUBS + "s1", hook())
     assert created["webhook"]["signing"]["kid"] == a.subs.ring.active.kid
     assert created["webhook"]["signing"]["kid"] == rotated["keys"][1]["kid"]
+
+
+async def answered(operation: Callable[[], Awaitable[tuple[int, Any]]]) -> tuple[int, Any]:
+    """As a client does with a 503: again, after a pause, until answered (bounded)."""
+    with trio.fail_after(BOUND):
+        while True:
+            status, body = await operation()
+            if status != 503:
+                return status, body
+            assert body["error"]["code"] == "STORAGE_UNAVAILABLE"
+            await trio.sleep(RETRY)  # the client's back-off
+
+
+async def test_subscriptions_go_on_when_the_database_restarts(
+    pair: tuple[Served, Served], postgres_cluster: Cluster
+) -> None:
+    """A restart closes every connection: a request that meets a closed one is answered 503
+    (nothing it did is kept), the pool replaces the others, the lead is taken again, and a
+    wake issued after the restart is delivered."""
+    a, b = pair
+    a.receiver.reply = b.receiver.reply = done
+    assert (await a("PUT", SUBS + "s1", hook()))[0] == 201
+    await trio.to_thread.run_sync(postgres_cluster.restart)
+    first = await b("GET", SUBS + "s1")
+    assert first[0] in (200, 503), first  # a closed connection: 503, not 500
+    assert (await answered(lambda: b("GET", SUBS + "s1")))[0] == 200
+    assert (await answered(lambda: a("GET", SUBS + "s1")))[0] == 200
+    status, _ = await answered(
+        lambda: b("PUT", "events/x", b'{"n": 1}', {"Content-Type": "application/json"})
+    )
+    assert status == 201
+    await until(lambda: a.receiver.count + b.receiver.count >= 1)
 
 
 async def test_another_process_takes_over_delivery_when_the_first_ends(

@@ -24,7 +24,7 @@ import psycopg
 import psycopg_pool
 import trio
 
-from actors.storage import pg_rows
+from actors.storage import Unavailable, pg_rows
 from actors.storage.pg_rows import Connection
 
 T = TypeVar("T")
@@ -40,8 +40,10 @@ def lock_key(id: str) -> int:
 
 
 class _Held:
-    def __init__(self, connection: Connection, id: str, record: bytes | None) -> None:
-        self.connection, self.id, self.record = connection, id, record
+    def __init__(
+        self, store: PostgresSubscriptions, connection: Connection, id: str, record: bytes | None
+    ) -> None:
+        self.store, self.connection, self.id, self.record = store, connection, id, record
 
     def _save(self, record: bytes) -> None:
         self.connection.execute(
@@ -58,25 +60,22 @@ class _Held:
         self.connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.id))
 
     async def save(self, record: bytes) -> None:
-        await trio.to_thread.run_sync(self._save, record)
+        await self.store.run(lambda: self._save(record))
 
     async def remove(self) -> None:
-        await trio.to_thread.run_sync(self._remove)
+        await self.store.run(self._remove)
 
     # On the hold's connection: a hold never waits for a second one (the pool could be
     # all holds, each waiting).
     async def count(self) -> int:
         query = "SELECT count(*) FROM ds_subscriptions"
-        row = await trio.to_thread.run_sync(pg_rows.fetch_one, self.connection, query, ())
+        row = await self.store.run(lambda: pg_rows.fetch_one(self.connection, query, ()))
         return int(row[0])
 
     async def names(self, containing: str) -> list[str]:
-        rows = await trio.to_thread.run_sync(
-            pg_rows.fetch_all,
-            self.connection,
-            "SELECT name FROM ds_streams WHERE position(%s::bytea IN name) > 0",
-            (pg_rows.encoded(containing),),
-        )
+        query = "SELECT name FROM ds_streams WHERE position(%s::bytea IN name) > 0"
+        params = (pg_rows.encoded(containing),)
+        rows = await self.store.run(lambda: pg_rows.fetch_all(self.connection, query, params))
         return [pg_rows.decoded(name) for (name,) in rows]
 
 
@@ -109,12 +108,29 @@ class PostgresSubscriptions:
             with contextlib.suppress(psycopg.Error):
                 lead.close()
 
+    async def run(
+        self, function: Callable[[], T], limiter: trio.CapacityLimiter | None = None
+    ) -> T:
+        """`function()` in a worker thread, the database's failures raised as `Unavailable`
+        (answered 503), after the pool replaced the connections a restart of the database
+        closed (so only this request fails on one)."""
+        try:
+            return await trio.to_thread.run_sync(function, limiter=limiter)
+        except psycopg.OperationalError as error:  # a lost connection, a pool timeout, ...
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._check_pool)
+            raise Unavailable(f"database unavailable: {' '.join(str(error).split())}") from error
+
+    def _check_pool(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.pool.check()
+
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         def run() -> T:
             with self.pool.connection() as connection:
                 return function(connection, *args)
 
-        return await trio.to_thread.run_sync(run, limiter=self.limiter)
+        return await self.run(run, self.limiter)
 
     # ---- subscriptions --------------------------------------------------------------------
 
@@ -132,11 +148,11 @@ class PostgresSubscriptions:
 
     @contextlib.asynccontextmanager
     async def hold(self, id: str) -> AsyncIterator[_Held]:
-        connection = await trio.to_thread.run_sync(self.pool.getconn, limiter=self.limiter)
+        connection = await self.run(self.pool.getconn, self.limiter)
         try:
-            record = await trio.to_thread.run_sync(self._begin, connection, id)
-            yield _Held(connection, id, record)
-            await trio.to_thread.run_sync(pg_rows.execute, connection, "COMMIT", ())
+            record = await self.run(lambda: self._begin(connection, id))
+            yield _Held(self, connection, id, record)
+            await self.run(lambda: pg_rows.execute(connection, "COMMIT", ()))
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._give_back, connection)
