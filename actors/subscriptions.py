@@ -291,11 +291,13 @@ class Subscriptions(Sharing, Requests):
                     clock = self._time()
                     sub.tick(self.tails, clock)
                     sub.maybe_wake(self.tails, clock)
-        except Exception:  # the database, at worst: the next kick or resync looks again
+        except Exception as failure:  # the database, at worst: looked at again soon
             self._kicked.discard(id)
             if not self.store.shared:
                 raise
-            logger.exception("subscription %r could not be looked at", id)
+            logger.warning("subscription %r could not be looked at: %s", id, failure)
+            await trio.sleep(self.lead_retry)
+            self._kick(id)
             return
         if sub is not None:
             self._start_due(sub)

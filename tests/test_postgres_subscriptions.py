@@ -282,7 +282,8 @@ async def answered(operation: Callable[[], Awaitable[tuple[int, Any]]]) -> tuple
             status, body = await operation()
             if status != 503:
                 return status, body
-            assert body["error"]["code"] == "STORAGE_UNAVAILABLE"
+            error = body.get("error", body)  # the subscriptions JSON, or problem details
+            assert error["code"] == "STORAGE_UNAVAILABLE", body
             await trio.sleep(RETRY)  # the client's back-off
 
 
