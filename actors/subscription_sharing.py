@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from actors.storage import Unavailable
 from actors.storage.subscriptions import Held, SubscriptionStore
+from streams.protocol.errors import ProtocolError
 from streams.protocol.subscription_config import is_reserved
 from streams.protocol.subscriptions import Subscription
 
@@ -102,8 +104,8 @@ class Sharing:
         while True:
             try:
                 leads = await self.store.lead()
-            except Exception:
-                logger.exception("cannot ask whether this process delivers")
+            except Exception as failure:
+                log_failure(failure, "cannot ask whether this process delivers")
                 leads = False
             if leads != self.delivering:
                 self.delivering = leads
@@ -126,8 +128,8 @@ class Sharing:
                     async with self._lock(id):
                         self._adopt(id, await self.store.load_one(id))
             await self._catch_up_links()
-        except Exception:  # the database, at worst: what is known is looked at
-            logger.exception("subscriptions could not be read again")
+        except Exception as failure:  # the database, at worst: what is known is looked at
+            log_failure(failure, "subscriptions could not be read again")
         for id in list(self.subs):
             self._kick(id)
 
@@ -145,8 +147,8 @@ class Sharing:
         try:
             async with self._lock(id):
                 self._adopt(id, await self.store.load_one(id))
-        except Exception:  # the database, at worst: the next hold reads it
-            logger.exception("subscription %r could not be read again", id)
+        except Exception as failure:  # the database, at worst: the next hold reads it
+            log_failure(failure, "subscription %r could not be read again", id)
         if id in self._events:
             self._kick(id)
 
@@ -162,8 +164,8 @@ class Sharing:
         if name is None:
             try:
                 name = await self.store.stream_name(stream)
-            except Exception:  # the database, at worst: the committing process looks
-                logger.exception("stream row %d could not be named", stream)
+            except Exception as failure:  # the database, at worst: the committing process looks
+                log_failure(failure, "stream row %d could not be named", stream)
                 return
             if name is None:
                 return
@@ -178,6 +180,15 @@ class Sharing:
         """The listening connection is back: look at everything again."""
         if self._nursery is not None:
             self._nursery.start_soon(self.resync)
+
+
+def log_failure(failure: BaseException, message: str, *args: object) -> None:
+    """The database away (a restart, an outage) is expected and logged as a warning; any
+    other failure is an error, with its traceback."""
+    if isinstance(failure, Unavailable | ProtocolError):
+        logger.warning(message + ": %s", *args, failure)
+    else:
+        logger.error(message, *args, exc_info=failure)
 
 
 def concerns(sub: Subscription, name: str, tail: int | None) -> bool:

@@ -39,7 +39,7 @@ from actors import messages as m
 from actors.service import Streams
 from actors.storage.subscriptions import Held, SubscriptionStore, load_ring
 from actors.subscription_requests import Requests
-from actors.subscription_sharing import Sharing, concerns
+from actors.subscription_sharing import Sharing, concerns, log_failure
 from actors.webhooks import Webhooks
 from streams.protocol import subscription_views as views
 from streams.protocol.errors import ProtocolError
@@ -295,7 +295,7 @@ class Subscriptions(Sharing, Requests):
             self._kicked.discard(id)
             if not self.store.shared:
                 raise
-            logger.warning("subscription %r could not be looked at: %s", id, failure)
+            log_failure(failure, "subscription %r could not be looked at", id)
             await trio.sleep(self.lead_retry)
             self._kick(id)
             return
@@ -357,10 +357,10 @@ class Subscriptions(Sharing, Requests):
                     sub.failed(generation, self._time())
             self._busy.discard((sub.id, generation))
             self._start_due(sub)
-        except Exception:  # the database, at worst: the wake stays due, delivered again
+        except Exception as failure:  # the database, at worst: the wake stays due, delivered again
             if not self.store.shared:
                 raise
-            logger.exception("the delivery to %r could not be recorded", sub.id)
+            log_failure(failure, "the delivery to %r could not be recorded", sub.id)
         finally:
             self._busy.discard((sub.id, generation))
             self._rearm.set()
@@ -379,10 +379,10 @@ class Subscriptions(Sharing, Requests):
             async with self._holding(sub.id) as current:
                 if current is sub:
                     sub.posted(generation)
-        except Exception:  # the database, at worst: the wake stays due, posted again
+        except Exception as failure:  # the database, at worst: the wake stays due, posted again
             if not self.store.shared:
                 raise
-            logger.exception("the wake event of %r could not be recorded", sub.id)
+            log_failure(failure, "the wake event of %r could not be recorded", sub.id)
         finally:
             self._busy.discard((sub.id, generation))
 
