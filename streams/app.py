@@ -121,6 +121,7 @@ async def open_storage(settings: Settings) -> Storage:
                 settings.postgres_pool_min,
                 settings.postgres_pool_max,
                 settings.postgres_connect_timeout,
+                settings.postgres_access_secs,
             )
         )
     return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
@@ -129,8 +130,8 @@ async def open_storage(settings: Settings) -> Storage:
 def listen(storage: PostgresStorage, registry: Registry, settings: Settings) -> Listener:
     """Other processes' commits wake this one's live readers (docs/scaling.md)."""
 
-    def moved(stream: int, tail: int) -> None:
-        name = storage.behind(stream, tail)
+    def moved(stream: int, tail: int, generation: int | None) -> None:
+        name = storage.behind(stream, tail, generation)
         if name is not None:
             registry.refresh(name)
 

@@ -15,7 +15,10 @@ from actors.storage import Fold, framing
 from streams.protocol import records
 
 Connection = psycopg.Connection[tuple[Any, ...]]
-CHANNEL = "ds_tail"  # NOTIFY channel of commits, payload "<stream row id>:<new tail>"
+# NOTIFY channel of commits, compactions and deletes, payload "<stream row>:<tail>:<generation>"
+# (a deleted stream's generation is `REMOVED`)
+CHANNEL = "ds_tail"
+REMOVED = -1
 REPLAY_ROWS = 1000  # recovery fetches record metadata this many rows at a time
 
 
@@ -39,6 +42,21 @@ def expiry(meta: bytes) -> tuple[int | None, float | None]:
     if isinstance(doc, dict) and doc.get("k") in ("create", "base"):
         return doc.get("ttl"), doc.get("exp")
     return None, None
+
+
+def first_access(meta: bytes) -> float | None:
+    """When a log's first record says the stream was last accessed: its creation (or, for a
+    compacted log's base record, the last access it carries)."""
+    doc = cbor2.loads(meta)
+    if isinstance(doc, dict):
+        at = doc.get("last") if doc.get("k") == "base" else doc.get("t")
+        return float(at) if isinstance(at, int | float) else None
+    return None
+
+
+def notice(stream: int, tail: int, generation: int) -> str:
+    """A notification's payload (actors/storage/pg_listen.py parses it)."""
+    return f"{stream}:{tail}:{generation}"
 
 
 def size(staged: list[tuple[bytes, bytes]]) -> int:

@@ -44,6 +44,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE ds_fork_sources (source bytea PRIMARY KEY, name bytea NOT NULL);
     """,
+    # A sliding TTL's last access, shared by every process (docs/scaling.md); a migrated
+    # stream counts as accessed now, as a restart does in the other modes.
+    """
+    ALTER TABLE ds_streams ADD COLUMN accessed_at double precision;
+    UPDATE ds_streams SET accessed_at = extract(epoch FROM now());
+    """,
 )
 VERSION = len(MIGRATIONS)
 LOCK = 0x64735F736368656D  # the advisory lock taken while migrating ("ds_schem")
