@@ -149,3 +149,47 @@ async def test_a_checkpoint_of_a_log_compacted_elsewhere_is_not_kept(
     finally:
         for storage in storages:
             storage.close()
+
+
+async def test_a_compaction_on_a_between_b_s_commit_and_b_s_compaction(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both processes compact the stream: A's lands after B's commit released the row lock
+    and before B's own compaction step. B's step gives way (its actor does not fail), and
+    B's next request reads A's compacted log."""
+    storages = [PostgresStorage.connect(postgres_url, max_size=4) for _ in range(2)]
+    armed = False
+    release = PostgresLog.release
+
+    async def released(log: PostgresLog) -> None:
+        nonlocal armed
+        await release(log)
+        if armed and log._storage is storages[1]:
+            armed = False
+            await compacted(a, "s")
+
+    monkeypatch.setattr(PostgresLog, "release", released)
+    try:
+        async with trio.open_nursery() as nursery:
+            a, b = [Streams(await started(s, nursery, idle_timeout=3600)) for s in storages]
+            await a.create("s", CreateRequest(StreamConfig(JSON, state_compaction=1)))
+            for i in range(20):  # until B prepares a compaction
+                await b.append("s", AppendRequest(JSON, change("b", i)))
+                await b.registry.call("s", m.Describe())  # after its compaction step
+                actor = b.registry._actors["s"]
+                if actor.compactor.prepared is not None:
+                    break
+            assert actor.compactor.prepared is not None
+            armed = True
+            assert (await b.append("s", AppendRequest(JSON, change("b", 1)))).status == 204
+            assert not armed
+            assert b.registry._actors.get("s") is actor  # it did not fail
+            described: m.Snapshot = await b.registry.call("s", m.Describe())
+            assert described.base == (await a.registry.call("s", m.Describe())).base > 0
+            got = await b.read("s", described.base, 1 << 20)
+            assert got.data == (await a.read("s", described.base, 1 << 20)).data
+            nursery.cancel_scope.cancel()
+    finally:
+        for storage in storages:
+            storage.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
