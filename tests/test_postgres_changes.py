@@ -1,13 +1,17 @@
 """Deletes and compactions across processes (docs/scaling.md): two registries on one database,
 each with its listening connection, as two server processes would run. A reader parked on B
-ends when A deletes the stream, as if B had; B's resident actor of a stream A compacted opens
+ends when A deletes the stream, as if B had (also through HTTP, SSE and long-poll, on two
+server processes); B's resident actor of a stream A compacted opens
 the new log at once; a checkpoint B writes of a log A compacted since is not kept."""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import trio
@@ -24,6 +28,8 @@ from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 from streams.protocol.requests import Fork
 from tests.on_disk import started
+from tests.server import running_server
+from tests.test_postgres import BASE, postgres_env
 from tests.test_postgres_live import BOUND, Process, pair, parked
 
 __all__ = ["pair"]  # the fixture, used by name
@@ -193,3 +199,45 @@ async def test_a_compaction_on_a_between_b_s_commit_and_b_s_compaction(
         for storage in storages:
             storage.close()
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_an_sse_reader_on_one_server_process_ends_when_another_deletes_the_stream(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Through HTTP, two server processes: the SSE response on the second ends when the
+    first deletes the stream, as it does when the second deletes it itself, long before its
+    reconnect interval; a long-poll there is answered 404 either way."""
+    env = {
+        **postgres_env(postgres_url),
+        "DS_SERVER__LONG_POLL_TIMEOUT_SECS": "600",
+        "DS_SERVER__SSE_RECONNECT_INTERVAL_SECS": "600",
+    }
+    text = {"Content-Type": TEXT}
+    for server in ("a", "b"):
+        (tmp_path / server).mkdir()
+    with (
+        running_server(tmp_path / "a" / "data", env) as first_url,
+        running_server(tmp_path / "b" / "data", env) as second_url,
+        httpx.Client(base_url=first_url, timeout=BOUND) as one,
+        httpx.Client(base_url=second_url, timeout=BOUND) as two,
+    ):
+        for deleter in (two, one):
+            assert one.put(f"{BASE}/s", headers=text).status_code == 201
+            live = {"offset": "-1", "live": "sse"}
+            with (
+                ThreadPoolExecutor(1) as pool,
+                two.stream("GET", f"{BASE}/s", params=live) as events,
+            ):
+                assert events.status_code == 200
+                lines = events.iter_lines()
+                while not next(lines).startswith("event: control"):
+                    pass  # the reader is following: its first batch was sent
+                assert deleter.delete(f"{BASE}/s").status_code == 204
+                # To the end of the response (heartbeats would keep a read timeout away).
+                pool.submit(list, lines).result(timeout=BOUND)
+            assert one.put(f"{BASE}/s", headers=text).status_code == 201
+            with ThreadPoolExecutor(1) as pool:
+                tail = {"offset": "now", "live": "long-poll"}
+                polling = pool.submit(two.get, f"{BASE}/s", params=tail)
+                assert deleter.delete(f"{BASE}/s").status_code == 204
+                assert polling.result().status_code == 404
