@@ -362,7 +362,6 @@ class StreamActor(Existence):
                 with trio.CancelScope(shield=True):
                     await self.log.release()  # nothing committed: the row lock goes
             self._note_deadline()
-            await self.log.touched(now)
         except BaseException as error:
             failure = (
                 error if isinstance(error, ProtocolError) else faults.actor_failed(self.name, error)
@@ -390,6 +389,7 @@ class StreamActor(Existence):
                 state, self.log, self.views, self.storage
             ):
                 self._checkpointed = 0
+        await self.log.touched(now)  # last: neither writers nor readers wait for it
 
     # ---- read ---------------------------------------------------------------------------
 

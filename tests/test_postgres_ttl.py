@@ -16,7 +16,7 @@ from actors.registry import Registry
 from actors.service import Streams
 from actors.storage.postgres import PostgresStorage
 from streams.protocol.errors import ProtocolError
-from streams.protocol.machine import CreateRequest
+from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 from tests.on_disk import started
@@ -68,13 +68,17 @@ async def status(streams: Streams, name: str) -> int:
     return 200
 
 
-async def test_a_read_on_b_extends_the_stream_for_a(
-    pair: tuple[Process, Process, Clock],
+@pytest.mark.parametrize("access", ["read", "append"])
+async def test_an_access_on_b_extends_the_stream_for_a(
+    pair: tuple[Process, Process, Clock], access: str
 ) -> None:
     a, b, clock = pair
     await a.streams.create("s", CreateRequest(StreamConfig(TEXT, ttl=TTL)))
     clock.now = START + 8
-    assert await status(b.streams, "s") == 200  # B's read, 8 s in
+    if access == "read":  # B's access, 8 s in
+        assert await status(b.streams, "s") == 200
+    else:
+        assert (await b.streams.append("s", AppendRequest(TEXT, b"x"))).status == 204
     clock.now = START + 12  # past the TTL from A's create, not from B's read
     await a.registry.expire_due()
     assert (await a.streams.head("s")).status == 200
