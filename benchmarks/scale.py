@@ -42,6 +42,7 @@ class Setup:
     processes: int = 1  # `streams serve` processes; more than one: behind HAProxy
     workers: int = 0  # > 0: one `hypercorn ... --workers N` instead
     options: str = ""  # PostgreSQL session options for the servers' connections
+    balance: str = "roundrobin"  # HAProxy's: per request, or "uri": by stream
 
     @property
     def postgres(self) -> bool:
@@ -52,6 +53,13 @@ SETUPS = (
     Setup("file-1", "file-durable, 1 process", "file-durable"),
     Setup("pg-1", "postgres, 1 process", "postgres"),
     Setup("pg-2lb", "postgres, 2 processes behind HAProxy", "postgres", processes=2),
+    Setup(
+        "pg-2lb-uri",
+        "postgres, 2 processes behind HAProxy, by stream (`balance uri`)",
+        "postgres",
+        processes=2,
+        balance="uri",
+    ),
     Setup("pg-2w", "postgres, `hypercorn --workers 2`", "postgres", workers=2),
     Setup("pg-1-async", "postgres, 1 process, synchronous_commit=off", "postgres", options=ASYNC),
     Setup(
@@ -135,7 +143,8 @@ def deployed(
         if len(servers) > 1 and balance:
             deployment.port = free_port()
             path = work / "logs" / f"scale-{tag}-haproxy.cfg"
-            path.write_text(haproxy_config(deployment.port, [s.port for s in servers]))
+            ports = [server.port for server in servers]
+            path.write_text(haproxy_config(deployment.port, ports, setup.balance))
             log = work / "logs" / f"scale-{tag}-haproxy.log"
             deployment.log_paths.append(log)
             with open(log, "wb") as output:
@@ -144,7 +153,8 @@ def deployed(
                     stdout=output,
                     stderr=output,
                 )
-            wait_backends(deployment.port, len(servers), deployment.balancer)
+            seen = len(servers) if setup.balance == "roundrobin" else 1  # `uri`: one per path
+            wait_backends(deployment.port, seen, deployment.balancer)
         yield deployment
     finally:
         if deployment.balancer is not None:

@@ -86,9 +86,10 @@ def workers_of(pid: int) -> list[int]:
     return sorted(found)
 
 
-def haproxy_config(port: int, backends: Sequence[int]) -> str:
-    """docs/deployment.md's configuration on loopback: round-robin per request, servers
-    taken out while /readyz is not 200; `X-Backend` names the server that answered."""
+def haproxy_config(port: int, backends: Sequence[int], balance: str = "roundrobin") -> str:
+    """docs/deployment.md's configuration on loopback: round-robin per request (or `uri`:
+    each stream to one server, consistently), servers taken out while /readyz is not 200;
+    `X-Backend` names the server that answered."""
     timeouts = "".join(f"    timeout {timeout}\n" for timeout in TIMEOUTS)
     servers = "".join(
         f"    server s{index} 127.0.0.1:{backend}\n" for index, backend in enumerate(backends)
@@ -97,8 +98,9 @@ def haproxy_config(port: int, backends: Sequence[int]) -> str:
         "global\n    maxconn 4096\n"
         f"defaults\n    mode http\n{timeouts}"
         f"frontend streams\n    bind 127.0.0.1:{port}\n    default_backend servers\n"
-        "backend servers\n    balance roundrobin\n"
-        "    option httpchk\n    http-check send meth GET uri /readyz\n"
+        f"backend servers\n    balance {balance}\n"
+        + ("    hash-type consistent\n" if balance == "uri" else "")
+        + "    option httpchk\n    http-check send meth GET uri /readyz\n"
         "    http-check expect status 200\n"
         "    default-server check inter 2s fall 2 rise 2\n"
         "    http-response set-header X-Backend %s\n"

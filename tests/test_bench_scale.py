@@ -85,10 +85,11 @@ def test_servers_start_as_the_readme_says() -> None:
 
 
 def test_the_balancers_configuration_parses(tmp_path: Path) -> None:
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(scale_procs.haproxy_config(8080, [4437, 4438]))
-    checked = subprocess.run([haproxy(), "-c", "-f", str(path)], capture_output=True, text=True)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for balance in ("roundrobin", "uri"):
+        path = tmp_path / f"{balance}.cfg"
+        path.write_text(scale_procs.haproxy_config(8080, [4437, 4438], balance))
+        checked = subprocess.run([haproxy(), "-c", "-f", str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def entry(rps: float, **more: Any) -> dict[str, Any]:
