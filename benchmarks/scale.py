@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from benchmarks.servers import Server, Spec, free_port, log_problems
 STATS_PAUSE = 1.0  # s: for the backends of stopped servers to exit (and report their commits)
 ASYNC = "-c synchronous_commit=off"  # session options in the servers' connection string
 PREFIX = "/v1/stream/scale-"
+TELLING = re.compile(r"^[\s|]*[\w.]*(Error|Exception|Closed)\b.*:")  # an exception's last line
 
 
 @dataclass(frozen=True)
@@ -314,9 +316,21 @@ def run(plan: Plan, work: Path, problems: list[str]) -> dict[str, Any]:
             results["commits"] = _attempt(problems, "pgbench", commit_rates, cluster, plan) or []
     finally:
         os.sched_setaffinity(0, affinity)
-    for path in sorted((work / "logs").glob("scale-*.log")):
-        problems.extend(f"{path.stem} log: {line.strip()[:300]}" for line in log_problems(path))
+    logs = sorted((work / "logs").glob("scale-*.log"))
+    problems.extend(summary for summary in map(log_summary, logs) if summary)
     return results
+
+
+def log_summary(path: Path) -> str | None:
+    """One line for a server log with errors: how many lines look like one, and the last
+    exception's own line (its type and message)."""
+    lines = log_problems(path)
+    if not lines:
+        return None
+    text = path.read_text(errors="replace").splitlines()
+    named = [line for line in text if TELLING.search(line)]
+    example = (named or lines)[-1].strip(" |+-")[:200]
+    return f"{path.name}: {len(lines)} line(s) like errors, the last exception {example}"
 
 
 def _one(setup: Setup, work: Path, tag: str, plan: Plan, cluster: pg.Cluster) -> dict[str, Any]:

@@ -167,3 +167,20 @@ def test_a_separate_run_replaces_only_its_own_section() -> None:
 def test_every_setup_is_reported() -> None:
     assert {setup.key for setup in SETUPS} >= {"file-1", "pg-1", "pg-2lb", "pg-2w"}
     assert all(isinstance(setup, Setup) for setup in SETUPS)
+
+
+def test_a_log_with_errors_is_one_line_naming_the_exception(tmp_path: Path) -> None:
+    from benchmarks.scale import log_summary
+
+    log = tmp_path / "scale-pg_1_1-0.log"
+    log.write_text("INFO: fine\n")
+    assert log_summary(log) is None
+    log.write_text(
+        "ERROR:actors.actor:stream actor 's' failed\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in run\n'
+        "psycopg_pool.PoolClosed: the pool 'ds' is already closed\n"
+    )
+    assert log_summary(log) == (
+        "scale-pg_1_1-0.log: 1 line(s) like errors, the last exception "
+        "psycopg_pool.PoolClosed: the pool 'ds' is already closed"
+    )
