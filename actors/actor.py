@@ -41,7 +41,7 @@ from actors.batch import commit_appends
 from actors.compaction import Compactor
 from actors.existence import Existence
 from actors.recovery import recover
-from actors.storage import CorruptLog, Log, Storage
+from actors.storage import CorruptLog, Log, Storage, Unavailable
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
@@ -106,6 +106,10 @@ class StreamActor(Existence):
                 # answers for the stream meanwhile, and this is logged once per back-off.
                 logger.error("stream %r is refused: %s; run `%s`", self.name, error, faults.FSCK)
                 self.registry.refuse(self.name, faults.actor_failed(self.name, error))
+            elif isinstance(error, Unavailable):
+                # Its cached state goes (recovered from the database next); one line per interval.
+                if (count := self.registry.unavailable.note()) is not None:
+                    logger.warning("%s: %d stream actor(s) stopped", error, count)
             elif not faults.exhausted(error):
                 logger.exception("stream actor %r failed", self.name)
             elif (count := self.registry.exhaustion.note()) is not None:

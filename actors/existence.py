@@ -14,7 +14,7 @@ import trio
 
 from actors import messages as m
 from actors.batch import plan_create
-from actors.storage import Log, Storage, Superseded
+from actors.storage import Log, Storage, Superseded, Unavailable
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
@@ -66,6 +66,9 @@ class Existence:
             if self.state is None:
                 raise
             return self.state.recreate(request)
+        except Unavailable:  # the create may have committed: a retry finds it, or creates it
+            self.log = None
+            raise
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._discard_log()

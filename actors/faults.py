@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import trio
 
-from actors.storage import CorruptLog, Superseded, framing
+from actors.storage import CorruptLog, Superseded, Unavailable, framing
 from actors.storage.files import WRITE_REFUSED
 from streams.protocol.errors import ProtocolError
 
@@ -54,6 +54,15 @@ def actor_failed(name: str, cause: BaseException | None = None) -> ProtocolError
             " changed here, retry",
             {"Retry-After": "1"},
             code="CONCURRENT_CHANGE",
+        )
+    if isinstance(cause, Unavailable):
+        return ProtocolError(
+            503,
+            "Service Unavailable",
+            f"{cause}; retry: whether a write cut off by this took effect is unknown, and a"
+            " producer's retry (same Producer-Id, Epoch and Seq) is applied once either way",
+            {"Retry-After": "1"},
+            code="STORAGE_UNAVAILABLE",
         )
     if isinstance(cause, CorruptLog):
         return ProtocolError(

@@ -74,6 +74,7 @@ class Registry:
         # deleted or looked at sooner stay behind until popped: rebuilt when they are most.
         self._due: list[tuple[float, str]] = []
         self.exhaustion = Throttle()  # out of file descriptors: logged once per interval
+        self.unavailable = Throttle()  # the database failing: likewise
         # Streams whose log failed recovery: answered without an actor until the back-off
         # passes (trio time), so a damaged log is not reopened and rescanned per request.
         self.refusal_backoff = refusal_backoff

@@ -21,6 +21,7 @@ class Supervisor(Protocol):
     """What an actor is given by whoever runs it (the registry), and all it may ask of it."""
 
     exhaustion: Throttle  # out of file descriptors: logged once per interval, by anyone
+    unavailable: Throttle  # the database failing (postgres mode): likewise
     view_limits: ViewLimits
     views: ViewBudget  # the resident State Protocol views of the process
     metrics: ActorMetrics  # commits timed, appends counted (exposed at /metrics)

@@ -139,6 +139,7 @@ def listen(storage: PostgresStorage, registry: Registry, settings: Settings) -> 
         moved,
         registry.refresh_all,
         retry=settings.postgres_listen_retry,
+        reconnected=storage.check_pool,  # before every resident stream looks at its tail
     )
 
 

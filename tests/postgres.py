@@ -67,6 +67,27 @@ class Cluster:
             extra_groups=[] if owner else None,
         )
 
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections (on the Unix socket only)."""
+        options = " ".join(f"-c {setting}" for setting in SERVER_SETTINGS)
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-s",
+                 "start", "-o", f"{options} -k {self.root}")  # fmt: skip
+
+    def stop(self) -> None:
+        """A fast shutdown: open transactions rolled back, every client disconnected, a
+        checkpoint written; waits until the server is gone."""
+        self.run("pg_ctl", "-D", str(self.data), "-s", "-w", "-m", "fast", "stop")
+
+    def restart(self) -> None:
+        """What an operator's restart does to the servers connected to the database.
+        Blocking: Trio tests run it in a worker thread."""
+        self.stop()
+        self.start()
+
     def url(self, database: str = "postgres") -> str:
         return f"host={self.root} dbname={database} user=postgres"
 
@@ -96,16 +117,13 @@ def cluster() -> Iterator[Cluster]:
         owner = pwd.getpwnam(user)
         os.chown(root, owner.pw_uid, owner.pw_gid)
     server = Cluster(root, bindir, user)
-    data = str(root / "data")
     try:
-        server.run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8",
-                   "--locale=C")  # fmt: skip
-        options = " ".join(f"-c {setting}" for setting in SERVER_SETTINGS)
-        server.run("pg_ctl", "-D", data, "-l", str(root / "log"), "-w", "-s", "start",
-                   "-o", f"{options} -k {root}")  # fmt: skip
+        server.run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust", "-N",
+                   "-E", "UTF8", "--locale=C")  # fmt: skip
+        server.start()
         try:
             yield server
         finally:
-            server.run("pg_ctl", "-D", data, "-s", "-m", "immediate", "stop")
+            server.run("pg_ctl", "-D", str(server.data), "-s", "-m", "immediate", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -23,8 +24,10 @@ from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 from tests.on_disk import started
+from tests.postgres import Cluster
 from tests.server import running_server
 from tests.test_postgres import BASE, postgres_env
+from tests.test_postgres_restart import retried_once
 
 TEXT = "text/plain"
 BOUND = 20  # seconds: the most a test waits for what should come at once
@@ -64,7 +67,10 @@ async def process(url: str, nursery: trio.Nursery) -> Process:
         here.listening = trio.Event()
         await here.lost()
 
-    listener = Listener(url, moved, listening, retry=0.05, lost=lost)
+    # As streams.app.listen wires it: the pool checked when the listener is back.
+    listener = Listener(
+        url, moved, listening, retry=0.05, lost=lost, reconnected=storage.check_pool
+    )
     here = Process(Streams(registry), registry, storage, listener)
     nursery.start_soon(listener.run)
     return here
@@ -146,6 +152,27 @@ async def test_a_reader_gets_data_committed_while_the_listener_was_disconnected(
         batch = await following()
     assert appended.is_set() and b.listening.is_set()
     assert batch.data == b"while away"
+
+
+async def test_a_reader_keeps_following_across_a_database_restart(
+    pair: tuple[Process, Process], postgres_cluster: Cluster
+) -> None:
+    """The restart closes every connection of both processes, the listening ones too: B
+    listens again, and its pool is checked before its streams look at their tails: the
+    reader parked on B gets A's next append from the actor it was parked on."""
+    a, b = pair
+    await a.streams.create("s", CreateRequest(StreamConfig(TEXT)))
+    following = await parked(b.streams.follow("s", Sentinel.START))
+    resident = b.registry._actors["s"]
+    await trio.to_thread.run_sync(postgres_cluster.restart)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(retried_once, partial(a.streams.append, "s", AppendRequest(TEXT, b"x")))
+        with trio.fail_after(BOUND):
+            batch = await following()
+    assert batch.data == b"x"
+    # B's actor kept its state: it never met a connection the restart had closed (that
+    # would stop it, and its stream would be recovered from the database again).
+    assert b.registry._actors["s"] is resident
 
 
 def test_a_long_poll_on_one_server_process_is_answered_by_an_append_on_another(

@@ -35,6 +35,13 @@ class Superseded(RuntimeError):
     compacted it): the actor recovers afresh from storage."""
 
 
+class Unavailable(RuntimeError):
+    """The database failed a request (restarting, unreachable, the connection lost): the
+    actor stops, its cached state with it, and the next request recovers from the database.
+    A commit cut off so may or may not have taken effect: the caller retries, and a
+    producer's sequence applies its append once either way."""
+
+
 class Log(Protocol):
     end: int
 

@@ -29,7 +29,9 @@ async def _nothing() -> None:
 class Listener:
     """`await listener.run()` in a nursery: `moved(stream, tail)` for each commit notified,
     `listening()` after each (re)connection, `lost()` (awaited before reconnecting) after a
-    connection is lost. All three run in Trio."""
+    connection is lost. All three run in Trio; `reconnected()` runs in the listener's thread
+    before `listening()` after a lost connection came back (the database may have restarted,
+    closing every connection the storage's pool holds: it checks them then)."""
 
     def __init__(
         self,
@@ -39,12 +41,15 @@ class Listener:
         *,
         retry: float = 1.0,
         lost: Callable[[], Awaitable[None]] = _nothing,
+        reconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.url = url
         self.retry = retry
         self._moved = moved
         self._listening = listening
         self._lost = lost
+        self._reconnected = reconnected
+        self._was_lost = False
         self._stop = threading.Event()
         self.backend: int | None = None  # the listening connection's server process id
 
@@ -63,6 +68,7 @@ class Listener:
                     self._serve()
                 except psycopg.Error as error:
                     self.backend = None
+                    self._was_lost = True
                     logger.warning("notifications lost (%s); listening again", error)
                     trio.from_thread.run(self._lost)
                     self._stop.wait(self.retry)
@@ -74,6 +80,9 @@ class Listener:
         with psycopg.connect(self.url, autocommit=True, connect_timeout=timeout) as connection:
             connection.execute(f"LISTEN {pg_rows.CHANNEL}")
             self.backend = connection.info.backend_pid
+            if self._was_lost:
+                self._was_lost = False
+                self._reconnected()
             trio.from_thread.run_sync(self._listening)
             while not self._stop.is_set():
                 for notification in connection.notifies(timeout=self.retry):

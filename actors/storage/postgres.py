@@ -21,7 +21,17 @@ import psycopg
 import psycopg_pool
 import trio
 
-from actors.storage import Fold, Log, Restore, Staged, Superseded, framing, pg_rows, pg_schema
+from actors.storage import (
+    Fold,
+    Log,
+    Restore,
+    Staged,
+    Superseded,
+    Unavailable,
+    framing,
+    pg_rows,
+    pg_schema,
+)
 from actors.storage.pg_rows import Connection
 from streams.protocol.extents import Slice
 
@@ -45,13 +55,15 @@ class PostgresLog:
         held = self._held
         if held is None:
             return await self._storage.call(function, *args)
-        return await trio.to_thread.run_sync(lambda: function(held, *args))
+        return await self._storage.run(lambda: function(held, *args))
 
     async def hold(self, fold: Fold) -> bool:
         assert self._held is None, "hold twice"
         connection = await self._storage.acquire()
         try:
-            self.end, moved = await trio.to_thread.run_sync(self._catch_up, connection, fold, True)
+            self.end, moved = await self._storage.run(
+                lambda: self._catch_up(connection, fold, True)
+            )
         except BaseException:
             self._storage.give_back(connection)
             raise
@@ -262,6 +274,7 @@ class PostgresStorage:
     logs: weakref.WeakValueDictionary[int, PostgresLog] = attrs.field(
         factory=weakref.WeakValueDictionary
     )
+    url: str = attrs.field(default="", repr=False)  # may hold a password
 
     @classmethod
     def connect(
@@ -286,11 +299,30 @@ class PostgresStorage:
         except BaseException:
             pool.close()
             raise
-        return cls(pool, trio.CapacityLimiter(max_size))
+        return cls(pool, trio.CapacityLimiter(max_size), url=url)
+
+    async def run(
+        self, function: Callable[[], T], limiter: trio.CapacityLimiter | None = None
+    ) -> T:
+        """`function()` in a worker thread, the database's failures raised as `Unavailable`.
+        A restart of the database leaves every idle connection in the pool closed: after a
+        failure the pool tries each (`check`), so that only this request fails on one."""
+        try:
+            return await trio.to_thread.run_sync(function, limiter=limiter)
+        except psycopg.OperationalError as error:  # a lost connection, a pool timeout, ...
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.check_pool)
+            raise Unavailable(f"database unavailable: {' '.join(str(error).split())}") from error
+
+    def check_pool(self) -> None:
+        """Blocking: the idle connections tried, those the database closed replaced (after a
+        failure, and when the listening connection is back: the database may have restarted)."""
+        with contextlib.suppress(psycopg.Error):
+            self.pool.check()
 
     async def acquire(self) -> Connection:
         """A pooled connection, for a caller that gives it back (`pool.putconn`)."""
-        return await trio.to_thread.run_sync(self.pool.getconn, limiter=self.limiter)
+        return await self.run(self.pool.getconn, self.limiter)
 
     def give_back(self, connection: Connection) -> None:
         """A connection from `acquire` back to the pool, its transaction (if any) rolled back."""
@@ -306,15 +338,27 @@ class PostgresStorage:
             with self.pool.connection() as connection:
                 return function(connection, *args)
 
-        return await trio.to_thread.run_sync(run, limiter=self.limiter)
+        return await self.run(run, self.limiter)
 
     async def check(self) -> str | None:
-        """Why the database cannot serve (for /readyz), or None if it answers."""
+        """Why the database cannot serve (for /readyz), or None if it answers: asked on a
+        pooled connection, and if that fails (a restart of the database closed them all) on
+        a new one, which fails at once if the database is down or gone."""
         try:
             await self.call(pg_rows.fetch_one, "SELECT 1", ())
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-            return f"database unavailable: {' '.join(str(error).split())}"
+            return None
+        except Unavailable:
+            pass
+        try:
+            await self.run(self._ask_anew)
+        except Unavailable as error:
+            return str(error)
         return None
+
+    def _ask_anew(self) -> None:
+        timeout = max(1, round(self.pool.timeout))
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=timeout) as c:
+            c.execute("SELECT 1")
 
     async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
         log = await self.call(self._open, name, fold, restore)
