@@ -39,6 +39,7 @@ class Merges:
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            _allow_children()
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=_background
@@ -72,6 +73,16 @@ class Merges:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _allow_children() -> None:
+    """`hypercorn --workers N` runs each server process as a daemonic multiprocessing child,
+    and multiprocessing refuses children to those (they would be orphaned if it were ended
+    without cleanup). The pool is shut down with the Documents task, as in a server of one
+    process, so the worker is made an ordinary process (its parent still ends it)."""
+    process = multiprocessing.current_process()
+    if process.daemon:
+        process.daemon = False
 
 
 def _background() -> None:

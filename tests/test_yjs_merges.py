@@ -3,6 +3,7 @@ for a whole call, so a merge in the server's interpreter starves its event loop.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Any
 
@@ -90,6 +91,31 @@ async def test_merge_workers_run_at_the_lowest_cpu_priority() -> None:
         assert await merges._run(os.nice, 0) == 19
     finally:
         merges.close()
+
+
+def merge_in_this_process() -> None:
+    """Run as a daemonic process, as `hypercorn --workers N` runs each server process."""
+
+    async def main() -> None:
+        merges = Merges(1)
+        try:
+            await merges.start()
+            assert await merges._run(os.getpid) != os.getpid()
+        finally:
+            merges.close()
+
+    trio.run(main)
+
+
+def test_merge_workers_start_under_a_daemonic_server_process() -> None:
+    """multiprocessing refuses children to a daemonic process unless it is made an ordinary
+    one: under `hypercorn --workers 2` the server did not start."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=merge_in_this_process, daemon=True
+    )
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
 
 
 async def test_a_crashed_merge_is_a_failed_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
