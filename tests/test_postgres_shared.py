@@ -12,12 +12,14 @@ import trio
 from actors.registry import Registry
 from actors.service import Streams
 from actors.storage.postgres import PostgresStorage
+from streams.protocol import records
 from streams.protocol.errors import ProtocolError
 from streams.protocol.headers import Producer
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.offsets import Sentinel
-from streams.protocol.records import StreamConfig
+from streams.protocol.records import AppendRecord, BaseRecord, StreamConfig
 from tests.on_disk import started
+from tests.test_storage_contract import commit, create, restoring
 
 TEXT = "text/plain"
 WRITERS = 4
@@ -137,3 +139,29 @@ async def test_concurrent_creates_on_two_processes_make_one_stream(
         expected = [200, 201] if other == TEXT else [201, 409]
         assert sorted(statuses) == expected, name
         assert await read_all(a, name) == await read_all(b, name) == b""
+
+
+async def test_a_checkpoint_of_a_log_compacted_elsewhere_is_not_kept(postgres_url: str) -> None:
+    """B's actor, retiring, checkpoints its state of the log as it was before A compacted it
+    (and appended past B's end): that state's index points at rows that moved, so no open
+    may start from it. A checkpoint of a stream deleted elsewhere is dropped too."""
+    a, b = (PostgresStorage.connect(postgres_url, max_size=2) for _ in range(2))
+    try:
+        log_a = await a.create("s")
+        await commit(log_a, [[create()], [AppendRecord(2.0, b"x" * 100)]])
+        log_b = await b.open("s", lambda *_: None)
+        assert log_b is not None
+        end_b = log_b.end
+        await log_a.prepare_restart(*records.encode(BaseRecord(create(), 0, 2.0, data=b"v")))
+        await log_a.restart(log_a.end)  # nothing kept: the base alone
+        await commit(log_a, [[AppendRecord(3.0, b"y" * 200)]])
+        assert log_a.end > end_b  # so a checkpoint at end_b would look usable by its tail
+        await log_b.checkpoint(b"stale")
+        offered: list[bytes] = []
+        log = await a.open("s", lambda *_: None, restoring(offered))
+        assert log is not None and offered == []
+        await a.remove("s")
+        await log_b.checkpoint(b"gone")  # its row is gone: nothing to keep, no error
+    finally:
+        a.close()
+        b.close()

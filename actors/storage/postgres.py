@@ -181,10 +181,22 @@ class PostgresLog:
 
     async def checkpoint(self, state: bytes) -> None:
         if self.end:
-            await self._call(
-                pg_rows.execute,
+            await self._call(self._checkpoint, state)
+
+    def _checkpoint(self, connection: Connection, state: bytes) -> None:
+        """Kept only while the row is this log's generation (another process may have
+        compacted the stream, moving the rows the state's index points at, or deleted it),
+        and only in place of one covering less (it may have folded more than we did)."""
+        with connection.transaction():
+            row = connection.execute(  # FOR SHARE: a compaction waits for us, or we for it
+                "SELECT generation FROM ds_streams WHERE id = %s FOR SHARE", (self.stream,)
+            ).fetchone()
+            if row is None or row[0] != self.generation:
+                return
+            connection.execute(
                 "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
-                " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state",
+                " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state"
+                " WHERE ds_checkpoints.tail < excluded.tail",
                 (self.stream, self.end, state),
             )
 
