@@ -6,6 +6,7 @@ The storage contract (tests/test_storage_contract.py) and the conformance suite
 from __future__ import annotations
 
 import http.client
+import itertools
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -78,13 +79,13 @@ def test_processes_starting_together_migrate_once(postgres_cluster: Cluster) -> 
         url = postgres_cluster.database()
         ready = threading.Barrier(4)
 
-        def start() -> int:
+        def start(url: str, ready: threading.Barrier) -> int:
             with psycopg.connect(url, autocommit=True) as connection:
                 ready.wait(10)
                 return pg_schema.migrate(connection)
 
         with ThreadPoolExecutor(4) as pool:
-            found = sorted(pool.map(lambda _: start(), range(4)))
+            found = sorted(pool.map(start, [url] * 4, [ready] * 4))
         assert found == [0] + [pg_schema.VERSION] * 3
         assert schema_version(url) == pg_schema.VERSION
 
@@ -241,4 +242,4 @@ def test_the_load_balancer_alternates_processes_on_one_connection(
         assert connection.sock is opened
         connection.close()
     assert sorted(set(answered)) == ["s0", "s1"]
-    assert all(one != two for one, two in zip(answered, answered[1:])), answered
+    assert all(one != two for one, two in itertools.pairwise(answered)), answered
