@@ -31,7 +31,7 @@ import logging
 import attrs
 import trio
 
-from actors.storage import Log, Storage, framing
+from actors.storage import Log, Storage, Superseded, framing
 from actors.views import Views
 from state import checkpoint
 from streams.protocol import records
@@ -82,7 +82,10 @@ class Compactor:
         self.prepared = None
         if await storage.links(state.name):
             return False
-        shift = await log.restart(prepared.keep_from)
+        try:
+            shift = await log.restart(prepared.keep_from)
+        except Superseded:  # another process committed since (postgres mode): prepare anew
+            return False
         state.rebase(prepared.base, prepared.view, shift)
         views.rebased(prepared.base)
         logger.info("stream %r compacted at offset %d", state.name, prepared.base)

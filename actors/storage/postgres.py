@@ -160,18 +160,23 @@ class PostgresLog:
 
     def _read(self, connection: Connection, slices: list[Slice]) -> bytes:
         """One query: the slices' rows on the primary key, each cut in the database (the data
-        is stored uncompressed, so a piece of a large record reads only that piece)."""
+        is stored uncompressed, so a piece of a large record reads only that piece). Only
+        of this log's generation: another process's compaction moves rows, and one of the
+        new generation may sit where a slice of ours points."""
         with connection.cursor(binary=True) as cursor:
             cursor.execute(
                 "SELECT substring(r.data FROM s.skip::integer + 1 FOR s.length::integer)"
-                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
+                " FROM ds_streams d CROSS JOIN"
+                " unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
                 " AS s(at, skip, length, n)"
-                " JOIN ds_records r ON r.stream = %s AND r.at = s.at ORDER BY s.n",
+                " JOIN ds_records r ON r.stream = d.id AND r.at = s.at"
+                " WHERE d.id = %s AND d.generation = %s ORDER BY s.n",
                 (
                     [s.locator for s in slices],
                     [s.skip for s in slices],
                     [s.length for s in slices],
                     self.stream,
+                    self.generation,
                 ),
             )
             pieces = [bytes(row[0]) for row in cursor]
@@ -180,20 +185,10 @@ class PostgresLog:
         return b"".join(pieces)
 
     async def checkpoint(self, state: bytes) -> None:
+        """Replaces only a checkpoint covering less (another process may have folded more)."""
         if self.end:
-            await self._call(self._checkpoint, state)
-
-    def _checkpoint(self, connection: Connection, state: bytes) -> None:
-        """Kept only while the row is this log's generation (another process may have
-        compacted the stream, moving the rows the state's index points at, or deleted it),
-        and only in place of one covering less (it may have folded more than we did)."""
-        with connection.transaction():
-            row = connection.execute(  # FOR SHARE: a compaction waits for us, or we for it
-                "SELECT generation FROM ds_streams WHERE id = %s FOR SHARE", (self.stream,)
-            ).fetchone()
-            if row is None or row[0] != self.generation:
-                return
-            connection.execute(
+            await self._call(
+                self._if_current,
                 "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
                 " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state"
                 " WHERE ds_checkpoints.tail < excluded.tail",
@@ -202,11 +197,22 @@ class PostgresLog:
 
     async def save_view(self, view: bytes) -> None:
         await self._call(
-            pg_rows.execute,
+            self._if_current,
             "INSERT INTO ds_views (stream, view) VALUES (%s, %s)"
             " ON CONFLICT (stream) DO UPDATE SET view = excluded.view",
             (self.stream, view),
         )
+
+    def _if_current(self, connection: Connection, statement: str, params: tuple[Any, ...]) -> None:
+        """`statement`, only while the stream row is this log's generation: another process
+        may have compacted the stream (moving the rows a checkpoint's index points at) or
+        deleted it since this log last looked."""
+        with connection.transaction():
+            row = connection.execute(  # FOR SHARE: a compaction or delete waits, or we do
+                "SELECT generation FROM ds_streams WHERE id = %s FOR SHARE", (self.stream,)
+            ).fetchone()
+            if row is not None and row[0] == self.generation:
+                connection.execute(statement.encode(), params)
 
     async def load_view(self) -> bytes | None:
         row = await self._call(
