@@ -159,27 +159,8 @@ class PostgresLog:
         return await self._call(self._read, wanted)
 
     def _read(self, connection: Connection, slices: list[Slice]) -> bytes:
-        """One query: the slices' rows on the primary key, each cut in the database (the data
-        is stored uncompressed, so a piece of a large record reads only that piece). Only
-        of this log's generation: another process's compaction moves rows, and one of the
-        new generation may sit where a slice of ours points."""
-        with connection.cursor(binary=True) as cursor:
-            cursor.execute(
-                "SELECT substring(r.data FROM s.skip::integer + 1 FOR s.length::integer)"
-                " FROM ds_streams d CROSS JOIN"
-                " unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
-                " AS s(at, skip, length, n)"
-                " JOIN ds_records r ON r.stream = d.id AND r.at = s.at"
-                " WHERE d.id = %s AND d.generation = %s ORDER BY s.n",
-                (
-                    [s.locator for s in slices],
-                    [s.skip for s in slices],
-                    [s.length for s in slices],
-                    self.stream,
-                    self.generation,
-                ),
-            )
-            pieces = [bytes(row[0]) for row in cursor]
+        assert self.stream is not None
+        pieces = pg_rows.read(connection, self.stream, self.generation, slices)
         if len(pieces) != len(slices):
             raise Superseded(f"stream row {self.stream} no longer holds the records read")
         return b"".join(pieces)
@@ -204,15 +185,8 @@ class PostgresLog:
         )
 
     def _if_current(self, connection: Connection, statement: str, params: tuple[Any, ...]) -> None:
-        """`statement`, only while the stream row is this log's generation: another process
-        may have compacted the stream (moving the rows a checkpoint's index points at) or
-        deleted it since this log last looked."""
-        with connection.transaction():
-            row = connection.execute(  # FOR SHARE: a compaction or delete waits, or we do
-                "SELECT generation FROM ds_streams WHERE id = %s FOR SHARE", (self.stream,)
-            ).fetchone()
-            if row is not None and row[0] == self.generation:
-                connection.execute(statement.encode(), params)
+        assert self.stream is not None
+        pg_rows.if_generation(connection, self.stream, self.generation, statement, params)
 
     async def load_view(self) -> bytes | None:
         row = await self._call(
