@@ -41,7 +41,7 @@ from actors.batch import commit_appends
 from actors.compaction import Compactor
 from actors.existence import Existence
 from actors.recovery import recover
-from actors.storage import CorruptLog, Log, Storage, Unavailable
+from actors.storage import CorruptLog, Log, Storage, Superseded, Unavailable
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
@@ -245,7 +245,11 @@ class StreamActor(Existence):
             if isinstance(message, m.Restore):
                 await self._restore(message, pending)
                 return
-            pending.set(await self._dispatch(message))
+            try:
+                pending.set(await self._dispatch(message))
+            except Superseded:  # changed by another process since we looked: look again
+                await self._caught_up()
+                pending.set(await self._dispatch(message))
         except ProtocolError as error:
             pending.fail(error)
         except Exception as error:

@@ -85,8 +85,8 @@ class Compactor:
             return False
         try:
             shift = await log.restart(prepared.keep_from)
-        except Superseded:  # compacted (or deleted) by another process since the commit:
-            return False  # the actor's next look at the log recovers from what it did
+        except Superseded:  # another process committed, compacted or deleted since (postgres
+            return False  # mode): the actor's next look at the log recovers from what it did
         state.rebase(prepared.base, prepared.view, shift)
         views.rebased(prepared.base)
         logger.info("stream %r compacted at offset %d", state.name, prepared.base)

@@ -201,54 +201,34 @@ class PostgresLog:
         return await self._call(self._read, wanted)
 
     def _read(self, connection: Connection, slices: list[Slice]) -> bytes:
-        """One query: the slices' rows on the primary key, each cut in the database (the data
-        is stored uncompressed, so a piece of a large record reads only that piece)."""
-        with connection.cursor(binary=True) as cursor:
-            cursor.execute(
-                "SELECT substring(r.data FROM s.skip::integer + 1 FOR s.length::integer)"
-                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
-                " AS s(at, skip, length, n)"
-                " JOIN ds_records r ON r.stream = %s AND r.at = s.at ORDER BY s.n",
-                (
-                    [s.locator for s in slices],
-                    [s.skip for s in slices],
-                    [s.length for s in slices],
-                    self.stream,
-                ),
-            )
-            pieces = [bytes(row[0]) for row in cursor]
+        assert self.stream is not None
+        pieces = pg_rows.read(connection, self.stream, self.generation, slices)
         if len(pieces) != len(slices):
             raise Superseded(f"stream row {self.stream} no longer holds the records read")
         return b"".join(pieces)
 
     async def checkpoint(self, state: bytes) -> None:
+        """Replaces only a checkpoint covering less (another process may have folded more)."""
         if self.end:
-            await self._call(self._checkpoint, state)
-
-    def _checkpoint(self, connection: Connection, state: bytes) -> None:
-        """Kept only while the row is still of this log's generation: a checkpoint names
-        record positions, which another process's compaction moves (it waits for, or is
-        waited for by, the share lock), and only over one covering less."""
-        with connection.transaction():
-            row = connection.execute(
-                "SELECT 1 FROM ds_streams WHERE id = %s AND generation = %s FOR SHARE",
-                (self.stream, self.generation),
-            ).fetchone()
-            if row is not None:
-                connection.execute(
-                    "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail,"
-                    " state = excluded.state WHERE ds_checkpoints.tail < excluded.tail",
-                    (self.stream, self.end, state),
-                )
+            await self._call(
+                self._if_current,
+                "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
+                " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state"
+                " WHERE ds_checkpoints.tail < excluded.tail",
+                (self.stream, self.end, state),
+            )
 
     async def save_view(self, view: bytes) -> None:
         await self._call(
-            pg_rows.execute,
+            self._if_current,
             "INSERT INTO ds_views (stream, view) VALUES (%s, %s)"
             " ON CONFLICT (stream) DO UPDATE SET view = excluded.view",
             (self.stream, view),
         )
+
+    def _if_current(self, connection: Connection, statement: str, params: tuple[Any, ...]) -> None:
+        assert self.stream is not None
+        pg_rows.if_generation(connection, self.stream, self.generation, statement, params)
 
     async def load_view(self) -> bytes | None:
         row = await self._call(
