@@ -51,6 +51,7 @@ class Registry:
         idle_timeout: float = 10.0,
         max_resident: int = 1000,
         sweep_interval: float = 0.5,
+        rescan_interval: float | None = None,
         inbox_size: int = 1024,
         cache_bytes: int = 1 << 20,
         piece_bytes: int = 64 * 1024,
@@ -64,6 +65,7 @@ class Registry:
         self.idle_timeout = idle_timeout
         self.max_resident = max_resident
         self.sweep_interval = sweep_interval
+        self.rescan_interval = rescan_interval
         self.inbox_size = inbox_size
         self.cache_bytes = cache_bytes
         self.piece_bytes = piece_bytes
@@ -96,6 +98,8 @@ class Registry:
             self._nursery = nursery
             nursery.start_soon(self._sweep)
             nursery.start_soon(self._load_deadlines)
+            if self.rescan_interval is not None:
+                nursery.start_soon(self._rescanning, self.rescan_interval)
             nursery.start_soon(self._collect_interrupted_deletes)
             task_status.started()
             await trio.sleep_forever()
@@ -244,6 +248,21 @@ class Registry:
             if name not in self._deadlines and name not in self._actors:
                 self.note_deadline(name, expires_at if expires_at is not None else now + (ttl or 0))
         self.deadlines_loaded.set()
+
+    async def rescan(self, interval: float) -> None:
+        """Shared storage (postgres mode): the streams due before the next scan that other
+        processes created or used are expired here too, whether or not those still run."""
+        for name, deadline in await self.storage.due(self.clock() + interval):
+            if name not in self._deadlines and name not in self._actors:
+                self.note_deadline(name, deadline)
+
+    async def _rescanning(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.rescan(interval)
+            except Exception:  # the database away: the next scan looks again
+                logger.exception("looking for streams due to expire failed")
 
     async def _collect_interrupted_deletes(self) -> None:
         """A crash between two steps of a fork's create or delete leaves a link to a fork

@@ -216,6 +216,9 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             max_resident=resolved.max_resident_actors,
             cache_bytes=resolved.tail_cache_bytes,
             piece_bytes=resolved.read_piece_bytes,
+            rescan_interval=(
+                resolved.postgres_expiry_scan_secs if resolved.storage_mode == "postgres" else None
+            ),
             view_limits=ViewLimits(
                 resolved.max_view_entities,
                 resolved.max_view_bytes,

@@ -130,3 +130,32 @@ async def test_an_expiry_is_decided_by_the_row_under_its_lock(
     assert await status(a.streams, "s") == 200
     assert await a.storage.remove("s", expired_at=START + 8 + TTL + GRACE)
     assert await status(b.streams, "s") == 404
+
+
+async def test_a_stream_another_process_created_is_expired_by_a_scan_here(
+    pair: tuple[Process, Process, Clock],
+) -> None:
+    """A creates the stream and then expires nothing (as if it had stopped); B never saw it:
+    B's scan of the rows learns its deadline, and B's sweep removes it, records and all."""
+    a, b, clock = pair
+    await a.streams.create("s", CreateRequest(StreamConfig(TEXT, ttl=TTL)))
+    await a.streams.create("forever", CreateRequest(StreamConfig(TEXT)))
+    await b.registry.rescan(60)  # due within the next scan: the TTL stream only
+    assert b.registry.scheduled_expiries == 1
+    clock.now = START + TTL + GRACE
+    await b.registry.expire_due()
+    assert "s" not in await a.storage.names()
+    assert await status(a.streams, "s") == 404
+    assert await status(a.streams, "forever") == 200
+
+
+async def test_a_scan_learns_nothing_not_due_before_the_next(
+    pair: tuple[Process, Process, Clock],
+) -> None:
+    a, b, clock = pair
+    await a.streams.create("s", CreateRequest(StreamConfig(TEXT, ttl=TTL)))
+    await b.registry.rescan(1)
+    assert b.registry.scheduled_expiries == 0
+    clock.now = START + 8
+    await b.registry.rescan(10)  # due at START + TTL + GRACE, before START + 18
+    assert b.registry.scheduled_expiries == 1

@@ -149,6 +149,11 @@ class Storage(Protocol):
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         """(name, TTL, Expires-At) of every stored stream that can expire."""
 
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        """(name, deadline) of the streams due to expire before `before` by what every
+        process sharing the storage did: only shared storage (postgres) has any a process
+        does not know already."""
+
     async def fork_sources(self) -> list[str]:
         """Streams that have, or had, forks recorded against them."""
 

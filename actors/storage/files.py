@@ -442,6 +442,9 @@ class FileStorage:
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return await trio.to_thread.run_sync(self._expiring)
 
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        return []  # one process (the data directory's lock): it knows every deadline
+
     async def fork_sources(self) -> list[str]:
         return await trio.to_thread.run_sync(self._fork_sources)
 

@@ -129,6 +129,9 @@ class MemoryStorage:
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return []  # nothing outlives the process, and live actors report their own
 
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        return []  # one process: it knows every deadline
+
     async def fork_sources(self) -> list[str]:
         return []
 

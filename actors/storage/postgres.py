@@ -498,6 +498,16 @@ class PostgresStorage:
         )
         return [(pg_rows.decoded(name), ttl, expires) for name, ttl, expires in rows]
 
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        """By the rows: a sliding TTL's deadline counts the precision of the shared access."""
+        deadline = "LEAST(expires_at, accessed_at + ttl + %(grace)s)"
+        rows = await self.call(
+            pg_rows.fetch_all,
+            f"SELECT name, {deadline} FROM ds_streams WHERE {deadline} < %(before)s",
+            {"grace": self.access_secs, "before": before},
+        )
+        return [(pg_rows.decoded(name), float(deadline)) for name, deadline in rows]
+
     async def fork_sources(self) -> list[str]:
         rows = await self.call(pg_rows.fetch_all, "SELECT name FROM ds_fork_sources")
         return [pg_rows.decoded(name) for (name,) in rows]
