@@ -52,6 +52,7 @@ class Registry:
         max_resident: int = 1000,
         sweep_interval: float = 0.5,
         rescan_interval: float | None = None,
+        link_grace: float = 0.0,
         inbox_size: int = 1024,
         cache_bytes: int = 1 << 20,
         piece_bytes: int = 64 * 1024,
@@ -66,6 +67,7 @@ class Registry:
         self.max_resident = max_resident
         self.sweep_interval = sweep_interval
         self.rescan_interval = rescan_interval
+        self.link_grace = link_grace  # shared storage: before a link to no fork is dropped
         self.inbox_size = inbox_size
         self.cache_bytes = cache_bytes
         self.piece_bytes = piece_bytes
@@ -269,16 +271,40 @@ class Registry:
         that is gone (or never was), and maybe a soft-deleted source nobody references.
         Each stream is asked by message, from here, not from an actor: actors never wait
         for each other in both directions."""
-        for name in await self.storage.fork_sources():
+        stale = await self.stale_links()
+        if self.link_grace and any(stale.values()):
+            # Shared storage: another process may be creating one of those forks right now
+            # (its link is written first). One that is still not there after the grace is not.
+            await trio.sleep(self.link_grace)
+        await self.collect(stale)
+        self.collected.set()
+
+    async def stale_links(self) -> dict[str, list[str]]:
+        """Each fork source's links to forks that are gone, or another stream by the name."""
+        return {name: await self._stale(name) for name in await self.storage.fork_sources()}
+
+    async def collect(self, stale: dict[str, list[str]]) -> None:
+        """The links of `stale` that are stale still are dropped; a source soft-deleted that
+        nothing links to any more goes."""
+        for name, forks in stale.items():
             try:
-                links: dict[str, str] = await self.call(name, m.Links())
-                for fork, incarnation in links.items():
-                    if await self._incarnation(fork) != incarnation:
-                        await self.call(name, m.Unlink(fork))
+                for fork in await self._stale(name, forks):
+                    await self.call(name, m.Unlink(fork))
                 await self.call(name, m.Unlink(None))
             except Exception:
                 logger.exception("collecting %r failed", name)
-        self.collected.set()
+
+    async def _stale(self, source: str, among: list[str] | None = None) -> list[str]:
+        stale = []
+        try:
+            links: dict[str, str] = await self.call(source, m.Links())
+            for fork, incarnation in links.items():
+                wanted = among is None or fork in among
+                if wanted and await self._incarnation(fork) != incarnation:
+                    stale.append(fork)
+        except Exception:
+            logger.exception("collecting %r failed", source)
+        return stale
 
     async def _incarnation(self, name: str) -> str | None:
         try:

@@ -45,6 +45,9 @@ from streams.yjs_http import documents, mount
 
 EXIT_DATA_DIR_LOCKED = 3  # also: the database is unreachable at start, or its schema too new
 BEARER = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+# Postgres mode: how long a link to a fork not there is given before a start-up drops it as a
+# crash's leftover (another process may be creating that fork: far longer than a create takes).
+LINK_GRACE_SECS = 60.0
 OPS = ("/healthz", "/readyz", "/metrics")  # served by Quart; every other path is the protocol's
 
 
@@ -219,6 +222,7 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             rescan_interval=(
                 resolved.postgres_expiry_scan_secs if resolved.storage_mode == "postgres" else None
             ),
+            link_grace=LINK_GRACE_SECS if resolved.storage_mode == "postgres" else 0.0,
             view_limits=ViewLimits(
                 resolved.max_view_entities,
                 resolved.max_view_bytes,

@@ -300,3 +300,32 @@ async def test_a_compaction_overtaken_by_another_process_waits_for_the_next_comm
         for storage in storages:
             storage.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_starting_process_keeps_the_link_of_a_fork_another_is_creating(
+    pair: tuple[Streams, Streams],
+) -> None:
+    """A fork's link is written before the fork: a process starting meanwhile (B) finds a
+    link to no stream, and must not drop it as a crash's leftover while A still creates it
+    (the source could then be removed under the fork). Only a link that is still stale when
+    B looks again (after `link_grace`, in a server) goes."""
+    a, b = pair
+    await a.create("src", CreateRequest(StreamConfig(TEXT), body=b"abc"))
+    request = await a._fork_request("f", CreateRequest(StreamConfig(TEXT)), Fork("src", None))
+    linked, go = trio.Event(), trio.Event()
+
+    async def link(incarnation: str) -> None:
+        await a.registry.call_source("src", m.Link("f", incarnation))
+        linked.set()
+        await go.wait()  # A's create of the fork, between its link and its commit
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.registry.call, "f", m.CreateMessage(request, link))
+        await linked.wait()
+        await a.registry.call("src", m.Link("gone", "never-created"))
+        stale = await b.registry.stale_links()
+        assert stale == {"src": ["f", "gone"]}
+        go.set()
+    await b.registry.collect(stale)
+    assert set(await a.registry.call("src", m.Links())) == {"f"}
+    assert await read_all(b, "f") == b"abc"
