@@ -327,5 +327,6 @@ async def test_a_starting_process_keeps_the_link_of_a_fork_another_is_creating(
         assert stale == {"src": ["f", "gone"]}
         go.set()
     await b.registry.collect(stale)
-    assert set(await a.registry.call("src", m.Links())) == {"f"}
+    links: dict[str, str] = await a.registry.call("src", m.Links())
+    assert set(links) == {"f"}
     assert await read_all(b, "f") == b"abc"
