@@ -41,7 +41,7 @@ from actors.batch import commit_appends
 from actors.compaction import Compactor
 from actors.existence import Existence
 from actors.recovery import recover
-from actors.storage import CorruptLog, Log, Storage, Unavailable
+from actors.storage import CorruptLog, Log, Storage, Superseded, Unavailable
 from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
@@ -191,8 +191,11 @@ class StreamActor(Existence):
         if recovered is None:
             return
         self.log, state, self._checkpointed = recovered
-        # An access, unless this process knows the last one: TTLs neither shrink nor slide.
-        state.touch(self.registry.last_access(self.name, state.config.ttl, self.clock()))
+        shared = self.log.accessed  # postgres: the last access of every process
+        if shared is None:
+            # An access, unless this process knows the last one: TTLs neither shrink nor slide.
+            shared = self.registry.last_access(self.name, state.config.ttl, self.clock())
+        state.touch(shared)
         self.state = state
         self.cache = TailCache(state.tail, self.cache_bytes)  # fills as appends come
         self._note_deadline()
@@ -242,7 +245,11 @@ class StreamActor(Existence):
             if isinstance(message, m.Restore):
                 await self._restore(message, pending)
                 return
-            pending.set(await self._dispatch(message))
+            try:
+                pending.set(await self._dispatch(message))
+            except Superseded:  # changed by another process since we looked: look again
+                await self._caught_up()
+                pending.set(await self._dispatch(message))
         except ProtocolError as error:
             pending.fail(error)
         except Exception as error:
@@ -305,6 +312,14 @@ class StreamActor(Existence):
             state.check_visible()
         return state
 
+    async def _touch(self, state: StreamState) -> None:
+        """A read slides the TTL, here and (postgres mode) for the other processes."""
+        now = self.clock()
+        state.touch(now)
+        self._note_deadline()
+        if self.log is not None:
+            await self.log.touched(now)
+
     def _snapshot(self, state: StreamState) -> m.Snapshot:
         return m.Snapshot.of(state, self.changed)
 
@@ -342,15 +357,10 @@ class StreamActor(Existence):
             added_from = state.tail
             if state.config.state_validation == "semantic":
                 await self.views.ensure(state, self.log)
+            now = self.clock()
             try:
                 outcomes, added = await commit_appends(
-                    state,
-                    self.log,
-                    self.cache,
-                    batch,
-                    self.clock(),
-                    self.views,
-                    self.registry.metrics,
+                    state, self.log, self.cache, batch, now, self.views, self.registry.metrics
                 )
             finally:
                 with trio.CancelScope(shield=True):
@@ -383,19 +393,18 @@ class StreamActor(Existence):
                 state, self.log, self.views, self.storage
             ):
                 self._checkpointed = 0
+        await self.log.touched(now)  # last: neither writers nor readers wait for it
 
     # ---- read ---------------------------------------------------------------------------
 
     async def _read(self, message: m.Read) -> m.ReadResult:
         state = self._existing() if message.internal else self._visible()
         if not message.internal:
-            state.touch(self.clock())
-            self._note_deadline()
+            await self._touch(state)
         return await reads.read(state, self._snapshot(state), self.cache, self.log, message)
 
     async def _state_read(self, message: m.StateSnapshot | m.StateEntity) -> m.StateRead:
         state = self._visible()
-        state.touch(self.clock())
-        self._note_deadline()
+        await self._touch(state)
         view, entities = await self.views.read(state, self.log, message)
         return m.StateRead(self._snapshot(state), view.offset, state.base, entities, view.skipped)

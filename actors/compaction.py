@@ -21,7 +21,8 @@ offset compacted away.
                                                             one or the other, never neither
 
 A stream that forks link to is not compacted (a fork's inherited range must stay readable
-in its source); a prepared base whose log went away (delete, actor restart) is forgotten.
+in its source); a prepared base whose log went away (delete, actor restart, or in postgres
+mode another process's compaction or delete) is forgotten.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import logging
 import attrs
 import trio
 
-from actors.storage import Log, Storage, framing
+from actors.storage import Log, Storage, Superseded, framing
 from actors.views import Views
 from state import checkpoint
 from streams.protocol import records
@@ -82,7 +83,10 @@ class Compactor:
         self.prepared = None
         if await storage.links(state.name):
             return False
-        shift = await log.restart(prepared.keep_from)
+        try:
+            shift = await log.restart(prepared.keep_from)
+        except Superseded:  # another process committed, compacted or deleted since (postgres
+            return False  # mode): the actor's next look at the log recovers from what it did
         state.rebase(prepared.base, prepared.view, shift)
         views.rebased(prepared.base)
         logger.info("stream %r compacted at offset %d", state.name, prepared.base)

@@ -97,22 +97,24 @@ class Existence:
 
     # ---- delete, expiry, fork links -------------------------------------------------------
 
-    async def _delete(self) -> None:
-        """Soft delete while forks read our data; otherwise remove, and tell our source."""
+    async def _delete(self, expired_at: float | None = None) -> None:
+        """Soft delete while forks read our data; otherwise remove, and tell our source. An
+        expiry (`expired_at`) is decided again where every process's accesses are known
+        (postgres mode: the row, under its lock); if another process used the stream, it
+        lives on."""
         state = self._existing()
         self.views.drop()
         action = state.delete_action(referenced=bool(await self.storage.links(self.name)))
         if action != "remove":
             if action == "soft-delete":
-                assert self.log is not None
-                record = records.SoftDeleteRecord(self.clock())
-                locator = self.log.stage(*records.encode(record))
-                await self.registry.metrics.commit(self.log)
-                state.apply(record, locator)
-                self._note_deadline()
-                self._notify()
+                await self._soft_delete(expired_at)
             return
-        await self.storage.remove(self.name)
+        if not await self.storage.remove(self.name, expired_at):
+            await self._caught_up()  # the shared last access, which moved the deadline
+            self._note_deadline()
+            return
+        if expired_at is not None:
+            logger.info("stream %r expired", self.name)
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -122,9 +124,30 @@ class Existence:
         if state.config.fork_source is not None:
             await self.registry.call_source(state.config.fork_source, m.Unlink(self.name))
 
+    async def _soft_delete(self, expired_at: float | None) -> None:
+        """A record committed as appends are (postgres mode: under the row lock, after what
+        other processes committed); an expiry is decided again there."""
+        await self._caught_up(hold=True)
+        state, log = self.state, self.log
+        if state is None or log is None:
+            return  # removed elsewhere meanwhile
+        try:
+            if state.soft_deleted or (expired_at is not None and not state.expired(expired_at)):
+                return
+            record = records.SoftDeleteRecord(self.clock())
+            locator = log.stage(*records.encode(record))
+            await self.registry.metrics.commit(log)
+        finally:
+            with trio.CancelScope(shield=True):
+                await log.release()
+        if expired_at is not None:
+            logger.info("stream %r expired (soft-deleted: forks read it)", self.name)
+        state.apply(record, locator)
+        self._note_deadline()
+        self._notify()
+
     async def _expire(self) -> None:
-        logger.info("stream %r expired", self.name)
-        await self._delete()
+        await self._delete(self.clock())
 
     async def _unlink(self, fork: str | None) -> None:
         """A fork is gone (None: a check after restart). A soft-deleted stream nobody
@@ -150,6 +173,9 @@ class Existence:
             state, log = self.state, self.log
             try:
                 moved = await (log.hold(state.apply) if hold else log.refresh(state.apply))
+                if log.accessed is not None:  # another process's read or write slides the TTL
+                    state.touch(log.accessed)
+                    self._note_deadline()
             except Superseded:
                 if attempt:
                     raise

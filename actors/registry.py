@@ -51,6 +51,8 @@ class Registry:
         idle_timeout: float = 10.0,
         max_resident: int = 1000,
         sweep_interval: float = 0.5,
+        rescan_interval: float | None = None,
+        link_grace: float = 0.0,
         inbox_size: int = 1024,
         cache_bytes: int = 1 << 20,
         piece_bytes: int = 64 * 1024,
@@ -64,6 +66,8 @@ class Registry:
         self.idle_timeout = idle_timeout
         self.max_resident = max_resident
         self.sweep_interval = sweep_interval
+        self.rescan_interval = rescan_interval
+        self.link_grace = link_grace  # shared storage: before a link to no fork is dropped
         self.inbox_size = inbox_size
         self.cache_bytes = cache_bytes
         self.piece_bytes = piece_bytes
@@ -96,6 +100,8 @@ class Registry:
             self._nursery = nursery
             nursery.start_soon(self._sweep)
             nursery.start_soon(self._load_deadlines)
+            if self.rescan_interval is not None:
+                nursery.start_soon(self._rescanning, self.rescan_interval)
             nursery.start_soon(self._collect_interrupted_deletes)
             task_status.started()
             await trio.sleep_forever()
@@ -245,21 +251,60 @@ class Registry:
                 self.note_deadline(name, expires_at if expires_at is not None else now + (ttl or 0))
         self.deadlines_loaded.set()
 
+    async def rescan(self, interval: float) -> None:
+        """Shared storage (postgres mode): the streams due before the next scan that other
+        processes created or used are expired here too, whether or not those still run."""
+        for name, deadline in await self.storage.due(self.clock() + interval):
+            if name not in self._deadlines and name not in self._actors:
+                self.note_deadline(name, deadline)
+
+    async def _rescanning(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.rescan(interval)
+            except Exception:  # the database away: the next scan looks again
+                logger.exception("looking for streams due to expire failed")
+
     async def _collect_interrupted_deletes(self) -> None:
         """A crash between two steps of a fork's create or delete leaves a link to a fork
         that is gone (or never was), and maybe a soft-deleted source nobody references.
         Each stream is asked by message, from here, not from an actor: actors never wait
         for each other in both directions."""
-        for name in await self.storage.fork_sources():
+        stale = await self.stale_links()
+        if self.link_grace and any(stale.values()):
+            # Shared storage: another process may be creating one of those forks right now
+            # (its link is written first). One that is still not there after the grace is not.
+            await trio.sleep(self.link_grace)
+        await self.collect(stale)
+        self.collected.set()
+
+    async def stale_links(self) -> dict[str, list[str]]:
+        """Each fork source's links to forks that are gone, or another stream by the name."""
+        return {name: await self._stale(name) for name in await self.storage.fork_sources()}
+
+    async def collect(self, stale: dict[str, list[str]]) -> None:
+        """The links of `stale` that are stale still are dropped; a source soft-deleted that
+        nothing links to any more goes."""
+        for name, forks in stale.items():
             try:
-                links: dict[str, str] = await self.call(name, m.Links())
-                for fork, incarnation in links.items():
-                    if await self._incarnation(fork) != incarnation:
-                        await self.call(name, m.Unlink(fork))
+                for fork in await self._stale(name, forks):
+                    await self.call(name, m.Unlink(fork))
                 await self.call(name, m.Unlink(None))
             except Exception:
                 logger.exception("collecting %r failed", name)
-        self.collected.set()
+
+    async def _stale(self, source: str, among: list[str] | None = None) -> list[str]:
+        stale = []
+        try:
+            links: dict[str, str] = await self.call(source, m.Links())
+            for fork, incarnation in links.items():
+                wanted = among is None or fork in among
+                if wanted and await self._incarnation(fork) != incarnation:
+                    stale.append(fork)
+        except Exception:
+            logger.exception("collecting %r failed", source)
+        return stale
 
     async def _incarnation(self, name: str) -> str | None:
         try:

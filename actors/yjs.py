@@ -20,6 +20,11 @@ delete). The replaced snapshot is removed `keep` seconds after step 3 (`_remove_
 the discovery `307` may be cached for 5 s (`private, max-age=5`), so a client can be sent to
 it that long after the pointer moved; `keep` defaults to those 5 s. A client that comes later
 still gets `404 SNAPSHOT_NOT_FOUND` and discovers again, as the spec asks.
+
+The lock is this process's: in postgres mode another server process may compact the same
+document at once (docs/scaling.md). A compaction whose pointer, read again under the lock,
+already covers its merge's end gives way, so it does not replace the snapshot the other one
+just pointed to.
 """
 
 from __future__ import annotations
@@ -291,6 +296,9 @@ class Documents:
                 described: m.Snapshot = await self.streams.registry.call(doc.updates, m.Describe())
                 if described.incarnation != incarnation or described.soft_deleted:
                     return None  # deleted (and maybe created again) meanwhile
+                now = await self.pointer(doc)
+                if now is not None and now.covers >= end:
+                    return now  # another server process compacted as far meanwhile
                 await self._index(doc, yjs.stored(new.key))
                 await self._delete_if_there(doc.snapshot(new.key))  # left by a crash
                 snapshot_request = CreateRequest(StreamConfig(OCTET_STREAM), body=merged)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +40,7 @@ class Merges:
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            _allow_children()
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=_background
@@ -68,16 +70,43 @@ class Merges:
             raise MergeCrashed(f"a merge worker process died: {error}") from error
 
     def close(self) -> None:
-        """Stop the workers (a running merge is let finish in its process, not awaited)."""
+        """Stop the workers now: a merge still running is abandoned (nobody waits for it).
+        Not left to the pool's own note to stop: a server process of `hypercorn --workers N`
+        exits right after this, and multiprocessing then joins its children before the
+        pool has sent that note, waiting forever (and hypercorn with it)."""
         pool, self._pool = self._pool, None
         if pool is not None:
+            workers = list(pool._processes.values())  # no public way to reach them
             pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                worker.terminate()
+
+
+def _allow_children() -> None:
+    """`hypercorn --workers N` runs each server process as a daemonic multiprocessing child,
+    and multiprocessing refuses children to those (they would be orphaned if it were ended
+    without cleanup). The pool is shut down with the Documents task, as in a server of one
+    process, so the worker is made an ordinary process (its parent still ends it)."""
+    process = multiprocessing.current_process()
+    if process.daemon:
+        process.daemon = False
 
 
 def _background() -> None:
-    """In each worker, first: the lowest CPU priority (merges are background work)."""
+    """In each worker, first: the lowest CPU priority (merges are background work), and an
+    end with the server's process. A server killed, or ended without shutting its pool down
+    (hypercorn with `workers = 0` exits at SIGTERM at once), would leave its workers
+    waiting for work forever."""
     with contextlib.suppress(OSError):
         os.nice(19)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns once the parent process has ended
+    os._exit(0)
 
 
 async def _wait(future: Future[T]) -> T:

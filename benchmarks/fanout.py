@@ -44,13 +44,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class FanOut:
-    def __init__(self, port: int, path: str, live: str, k: int) -> None:
+    def __init__(self, port: int, path: str, live: str, k: int, writer_port: int = 0) -> None:
         self.port, self.path, self.live, self.k = port, path, live, k
         self.epoll = select.epoll()
         self.readers: dict[int, Reader] = {}
         self.errors: dict[str, int] = {}
         self.current_round = -1
-        self.writer = socket.create_connection(("127.0.0.1", port))
+        self.writer = socket.create_connection(("127.0.0.1", writer_port or port))
         self.writer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.writer_parser = ResponseParser()
 
@@ -208,14 +208,16 @@ def run_fanout(
     rounds: int,
     warmup: int = 2,
     size: int = 100,
+    writer_port: int = 0,
 ) -> dict[str, Any]:
-    """Creates stream `name` (text/plain) and measures `rounds` rounds after `warmup`."""
+    """Creates stream `name` (text/plain) and measures `rounds` rounds after `warmup`; the
+    writer POSTs to `writer_port` if given (another server process), else to `port`."""
     path = f"/v1/stream/{name}"
     created = request(port, "PUT", path, {"Content-Type": "text/plain"})
     if created.status not in (200, 201):
         raise RuntimeError(f"PUT {path} answered {created.status}")
     tail = created.headers["stream-next-offset"]
-    fan = FanOut(port, path, live, k)
+    fan = FanOut(port, path, live, k, writer_port)
     gap = (0.3 if k <= 100 else 1.0) if live == "long-poll" else (0.05 if k <= 100 else 0.2)
     latencies: list[float] = []
     post_latencies: list[float] = []

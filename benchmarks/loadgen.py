@@ -27,9 +27,11 @@ def run_wrk(
     threads: int = 1,
     duration: float = 5.0,
     timeout_s: float = 10.0,
+    cpus: str | None = LOADGEN_CPU,
 ) -> dict[str, Any]:
     """One wrk run, bounded by `duration` (and ended early when the script prints WRKSTOP).
 
+    `cpus`: the CPUs wrk may run on (taskset), None: any.
     Returns wrk's summary: requests, duration_us, latency percentiles in microseconds, error
     counts (status_errors counts answers >= 400), the script's counters, and `rps`.
     """
@@ -38,9 +40,7 @@ def run_wrk(
         handle.write(source)
         script_path = handle.name
     command = [
-        "taskset",
-        "-c",
-        LOADGEN_CPU,
+        *(["taskset", "-c", cpus] if cpus else []),
         "wrk",
         "-t",
         str(threads),

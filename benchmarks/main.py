@@ -23,8 +23,10 @@ from benchmarks import (
     hostile,
     report,
     report_hostile,
+    report_scale,
     report_state,
     report_yjs,
+    scale,
     scenarios,
     state,
     yjs,
@@ -35,7 +37,7 @@ LOAD = ("json", "catchup", "fanout")
 HOSTILE = ("json-flood", "stalled-sse", "reopen")  # ours only; "hostile" selects all three
 STATE = ("late-joiner", "snapshot-latency", "view-append", "compaction")  # "state": all four
 YJS = ("yjs-load", "yjs-append")  # "yjs": both
-GROUPS = ("appends", *LOAD, "creates", "restart", "hostile", "state", "yjs")
+GROUPS = ("appends", *LOAD, "creates", "restart", "hostile", "state", "yjs", "scale")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -274,6 +276,8 @@ class Bench:
                 self.hostile(spec, {name for name in HOSTILE if {name, "hostile"} & wanted})
             self.state(spec, {name for name in STATE if {name, "state"} & wanted})
             self.yjs(spec, {name for name in YJS if {name, "yjs"} & wanted})
+        if "scale" in wanted:  # issue 16: its own servers and PostgreSQL, not --servers'
+            self.results["scale"] = scale.run(plan, self.work, self.problems)
 
     def hostile(self, spec: Spec, wanted: set[str]) -> None:
         """Issue 9's hostile clients, each on a fresh server so that its RSS is its own."""
@@ -384,12 +388,19 @@ def main(argv: list[str] | None = None) -> int:
         print(report_yjs.table(bench.results, plan))
         print()
         print(report_yjs.goals(bench.results))
+    print("\n".join(report_scale.section(bench.results, plan)))
     if bench.problems:
         print("\nProblems seen:\n" + "\n".join(f"- {p}" for p in bench.problems))
     say(f"done in {elapsed / 60:.1f} min; raw results in {work / 'results.json'}")
-    if args.output != "none":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(
+    output = Path(args.output)
+    if args.output != "none" and args.scenarios == "scale" and output.exists():
+        separate = {**machine, "command": command, "minutes": elapsed / 60}
+        lines = report_scale.section(bench.results, plan, {**separate, "problems": bench.problems})
+        output.write_text(report_scale.merge(output.read_text(), lines))  # the rest stays
+        say(f"merged the scale section into {args.output}")
+    elif args.output != "none":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(
             report.markdown(
                 bench.results, plan, machine, command, elapsed, bench.problems, args.quick
             )

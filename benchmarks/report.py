@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report_hostile, report_state, report_yjs
+from benchmarks import report_hostile, report_scale, report_state, report_yjs
 from benchmarks.loadgen import wrk_version
 from benchmarks.scenarios import FULL, QUICK, Plan
 from benchmarks.servers import BENCH, ROOT
@@ -527,6 +527,7 @@ def markdown(
         *report_hostile.section(results, plan),
         *report_state.section(results, plan),
         *report_yjs.section(results, plan),
+        *report_scale.section(results, plan),
         "## Problems seen in this run",
         "",
         *(

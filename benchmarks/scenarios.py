@@ -72,6 +72,12 @@ class Plan:
     yjs_poll: float = 0.02  # seconds between snapshot discoveries while appending
     yjs_quiet: float = 1.5  # compactions are over once discovery is unchanged this long
     yjs_bound: float = 300.0  # seconds at most for writing a document, a load or settling
+    # scale-out on PostgreSQL (issue 16); see benchmarks/scale.py
+    scale_connections: int = 16  # wrk connections appending 100 B ...
+    scale_streams: int = 64  # ... to this many streams in turn
+    scale_sse_readers: int = 100  # SSE readers on one process, the writer on another
+    scale_sse_rounds: int = 20
+    scale_clients: tuple[int, ...] = (1, 4, 16, 64)  # pgbench clients: commits/s of our shape
 
 
 FULL = Plan()
@@ -100,6 +106,8 @@ QUICK = Plan(
     yjs_big_edits=100_000,
     yjs_appends=15_000,
     yjs_append_seconds=25.0,
+    scale_sse_rounds=10,
+    scale_clients=(1, 16),
 )
 
 

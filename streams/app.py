@@ -47,6 +47,9 @@ from streams.yjs_http import documents, mount
 
 EXIT_DATA_DIR_LOCKED = 3  # also: the database is unreachable at start, or its schema too new
 BEARER = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+# Postgres mode: how long a link to a fork not there is given before a start-up drops it as a
+# crash's leftover (another process may be creating that fork: far longer than a create takes).
+LINK_GRACE_SECS = 60.0
 OPS = ("/healthz", "/readyz", "/metrics")  # served by Quart; every other path is the protocol's
 
 
@@ -124,6 +127,7 @@ async def open_storage(settings: Settings) -> Storage:
                 settings.postgres_pool_min,
                 settings.postgres_pool_max,
                 settings.postgres_connect_timeout,
+                settings.postgres_access_secs,
             )
         )
     return FileStorage(settings.data_dir, durable=settings.storage_mode == "file-durable")
@@ -138,8 +142,8 @@ def listen(
     """Other processes' commits wake this one's live readers (docs/scaling.md), and their
     changes to subscriptions reach this one's (docs/subscriptions.md)."""
 
-    def moved(stream: int, tail: int) -> None:
-        name = storage.behind(stream, tail)
+    def moved(stream: int, tail: int, generation: int | None) -> None:
+        name = storage.behind(stream, tail, generation)
         if name is not None:
             registry.refresh(name)
         if subscriptions is not None:
@@ -239,6 +243,10 @@ def create_app(settings: Settings | None = None) -> StreamsApp:
             max_resident=resolved.max_resident_actors,
             cache_bytes=resolved.tail_cache_bytes,
             piece_bytes=resolved.read_piece_bytes,
+            rescan_interval=(
+                resolved.postgres_expiry_scan_secs if resolved.storage_mode == "postgres" else None
+            ),
+            link_grace=LINK_GRACE_SECS if resolved.storage_mode == "postgres" else 0.0,
             view_limits=ViewLimits(
                 resolved.max_view_entities,
                 resolved.max_view_bytes,

@@ -75,6 +75,8 @@ class Settings:
     postgres_pool_max: int = 10
     postgres_connect_timeout: float = 10.0
     postgres_listen_retry: float = 1.0
+    postgres_access_secs: float = 1.0
+    postgres_expiry_scan_secs: float = 60.0
     long_poll_timeout: float = 20.0
     sse_reconnect_interval: float = 60.0
     send_timeout: float = 30.0
@@ -192,6 +194,8 @@ KEYS: tuple[Key, ...] = (
     Key("DS_STORAGE__POSTGRES_POOL_MAX", "postgres_pool_max", count),
     Key("DS_STORAGE__POSTGRES_CONNECT_TIMEOUT_SECS", "postgres_connect_timeout", seconds),
     Key("DS_STORAGE__POSTGRES_LISTEN_RETRY_SECS", "postgres_listen_retry", seconds),
+    Key("DS_STORAGE__POSTGRES_ACCESS_SECS", "postgres_access_secs", seconds),
+    Key("DS_STORAGE__POSTGRES_EXPIRY_SCAN_SECS", "postgres_expiry_scan_secs", seconds),
     Key("DS_LIMITS__MAX_APPEND_BYTES", "max_append_bytes", count),
     Key("DS_LIMITS__MAX_STREAM_BYTES", "max_stream_bytes", count, "unlimited"),
     Key("DS_LIMITS__READ_CHUNK_BYTES", "read_chunk_bytes", count),

@@ -5,7 +5,10 @@ The storage contract (tests/test_storage_contract.py) and the conformance suite
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from streams.app import EXIT_DATA_DIR_LOCKED
 from streams.config import ConfigError, Settings
 from streams.protocol import records
 from streams.protocol.records import AppendRecord
+from tests.haproxy import running_haproxy
 from tests.postgres import Cluster
 from tests.server import free_port, hypercorn_command, running_server
 from tests.stored import stored_data
@@ -65,6 +69,25 @@ def test_the_schema_is_created_once_and_versioned(postgres_url: str) -> None:
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         assert pg_schema.migrate(connection) == pg_schema.VERSION  # nothing left to do
     assert schema_version(postgres_url) == pg_schema.VERSION
+
+
+def test_processes_starting_together_migrate_once(postgres_cluster: Cluster) -> None:
+    """`hypercorn --workers 2` starts its processes together on a new database: each
+    migrates, and the advisory lock makes all but the first find the schema made (without
+    it, concurrent CREATE TABLEs fail on the catalog's unique keys)."""
+    for _ in range(2):  # new databases: the race is at creation
+        url = postgres_cluster.database()
+        ready = threading.Barrier(4)
+
+        def start(url: str, ready: threading.Barrier) -> int:
+            with psycopg.connect(url, autocommit=True) as connection:
+                ready.wait(10)
+                return pg_schema.migrate(connection)
+
+        with ThreadPoolExecutor(4) as pool:
+            found = sorted(pool.map(start, [url] * 4, [ready] * 4))
+        assert found == [0] + [pg_schema.VERSION] * 3
+        assert schema_version(url) == pg_schema.VERSION
 
 
 def test_a_newer_schema_refuses_to_start_with_one_line(tmp_path: Path, postgres_url: str) -> None:
@@ -182,3 +205,40 @@ def test_two_server_processes_interleave_appends_on_one_database(
     for index in range(4):
         positions = [data.index(b"<w%d:%02d>" % (index, seq)) for seq in range(10)]
         assert positions == sorted(positions)
+
+
+def test_the_load_balancer_alternates_processes_on_one_connection(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Through HAProxy, successive requests on one keep-alive connection are answered by the
+    two processes in turn (`X-Backend`), and what one appends the other reads back."""
+    env = postgres_env(postgres_url)
+    ports = [free_port(), free_port()]
+    with (
+        running_server(tmp_path / "s0", env, ports[0]),
+        running_server(tmp_path / "s1", env, ports[1]),
+        running_haproxy(ports) as base_url,
+    ):
+        connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
+        answered: list[str] = []
+
+        def request(method: str, path: str, body: bytes = b"") -> bytes:
+            connection.request(method, f"{BASE}/{path}", body, {"Content-Type": "text/plain"})
+            response = connection.getresponse()
+            content = response.read()
+            assert response.status < 300, (response.status, content)
+            answered.append(response.headers["X-Backend"])
+            return content
+
+        request("PUT", "s")
+        opened = connection.sock  # http.client would open another if this one closed
+        for n in range(4):
+            request("POST", "s", b"<%d>" % n)
+            appended_on = answered[-1]
+            read = request("GET", "s?offset=-1")
+            assert answered[-1] != appended_on
+            assert read == b"".join(b"<%d>" % i for i in range(n + 1))
+        assert connection.sock is opened
+        connection.close()
+    assert sorted(set(answered)) == ["s0", "s1"]
+    assert all(one != two for one, two in itertools.pairwise(answered)), answered

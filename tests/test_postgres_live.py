@@ -54,8 +54,8 @@ async def process(url: str, nursery: trio.Nursery) -> Process:
     storage = PostgresStorage.connect(url, max_size=4)
     registry = await started(storage, nursery)
 
-    def moved(stream: int, tail: int) -> None:
-        name = storage.behind(stream, tail)
+    def moved(stream: int, tail: int, generation: int | None) -> None:
+        name = storage.behind(stream, tail, generation)
         if name is not None:
             registry.refresh(name)
 

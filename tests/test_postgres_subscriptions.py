@@ -65,7 +65,7 @@ async def process(
         async with serving(storage, store, lead_retry=RETRY, **limits) as served:
             listener = Listener(
                 url,
-                lambda stream, tail: served.subs.moved(stream),
+                lambda stream, tail, generation: served.subs.moved(stream),
                 served.subs.resynced,
                 retry=RETRY,
                 lost=lost,

@@ -195,6 +195,13 @@ class FlakyLog:
     async def refresh(self, fold: Fold) -> bool:
         return await self.inner.refresh(fold)
 
+    @property
+    def accessed(self) -> float | None:
+        return self.inner.accessed
+
+    async def touched(self, at: float) -> None:
+        await self.inner.touched(at)
+
     def close(self) -> None:
         self.inner.close()
 

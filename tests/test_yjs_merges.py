@@ -3,7 +3,10 @@ for a whole call, so a merge in the server's interpreter starves its event loop.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import select
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pycrdt
@@ -90,6 +93,62 @@ async def test_merge_workers_run_at_the_lowest_cpu_priority() -> None:
         assert await merges._run(os.nice, 0) == 19
     finally:
         merges.close()
+
+
+def merge_in_this_process() -> None:
+    """Run as a daemonic process, as `hypercorn --workers N` runs each server process."""
+
+    async def main() -> None:
+        merges = Merges(1)
+        try:
+            await merges.start()
+            assert await merges._run(os.getpid) != os.getpid()
+        finally:
+            merges.close()
+
+    trio.run(main)
+
+
+def test_merge_workers_start_under_a_daemonic_server_process() -> None:
+    """multiprocessing refuses children to a daemonic process unless it is made an ordinary
+    one: under `hypercorn --workers 2` the server did not start."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=merge_in_this_process, daemon=True
+    )
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+
+
+def serve_merges(reply: Connection) -> None:
+    """A server's process, its merge worker's pid sent through `reply`, until it is killed."""
+
+    async def main() -> None:
+        merges = Merges(1)
+        await merges.start()
+        reply.send(await merges._run(os.getpid))
+        await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def test_merge_workers_end_with_a_killed_server() -> None:
+    """A server killed (or ended by SIGTERM under hypercorn's `workers = 0`) does not shut
+    its pool down: its workers end all the same, not left waiting for work."""
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    server = context.Process(target=serve_merges, args=(sending,))
+    server.start()
+    try:
+        assert receiving.poll(60)
+        worker = os.pidfd_open(receiving.recv())
+        server.kill()
+        ended, _, _ = select.select([worker], [], [], 60)  # readable once the worker ended
+        assert ended == [worker]
+        os.close(worker)
+    finally:
+        server.kill()
+        server.join()
 
 
 async def test_a_crashed_merge_is_a_failed_compaction(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,6 +65,16 @@ class Log(Protocol):
         """`hold` without holding anything: before a read, so that it sees every commit
         acknowledged by any process before it."""
 
+    @property
+    def accessed(self) -> float | None:
+        """The latest time any process may have read or written the stream, as storage
+        several processes share knows it after `open`, `hold` and `refresh` (a sliding TTL
+        counts from it); None for a log only this process uses."""
+
+    async def touched(self, at: float) -> None:
+        """A read or write at `at`: shared storage keeps it for the other processes (at most
+        so often)."""
+
     async def read(self, slices: Iterable[Slice]) -> bytes:
         """The data of `slices` (in log order, none past `end`), joined; none gives b""."""
 
@@ -110,6 +120,13 @@ class OwnedLog:
     async def refresh(self, fold: Fold) -> bool:
         return False
 
+    @property
+    def accessed(self) -> float | None:
+        return None
+
+    async def touched(self, at: float) -> None:
+        pass
+
 
 class Storage(Protocol):
     async def open(self, name: str, fold: Fold, restore: Restore | None = None) -> Log | None:
@@ -118,7 +135,9 @@ class Storage(Protocol):
 
     async def create(self, name: str) -> Log: ...
 
-    async def remove(self, name: str) -> None: ...
+    async def remove(self, name: str, expired_at: float | None = None) -> bool:
+        """The stream goes; True. An expiry (`expired_at`, now) on storage several processes
+        share is decided there, by every process's accesses: False if it is not due."""
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None: ...
 
@@ -129,6 +148,11 @@ class Storage(Protocol):
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         """(name, TTL, Expires-At) of every stored stream that can expire."""
+
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        """(name, deadline) of the streams due to expire before `before` by what every
+        process sharing the storage did: only shared storage (postgres) has any a process
+        does not know already."""
 
     async def fork_sources(self) -> list[str]:
         """Streams that have, or had, forks recorded against them."""

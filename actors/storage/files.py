@@ -381,8 +381,9 @@ class FileStorage:
         # The first commit syncs the directory entry too, in the same worker-thread call.
         return FileLog(fd, path, 0, None, self.durable, directory if self.durable else None)
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, expired_at: float | None = None) -> bool:
         await trio.to_thread.run_sync(self._remove, name)
+        return True  # one process: its actor decided the expiry
 
     def _remove(self, name: str) -> None:
         path = self._file(name)
@@ -440,6 +441,9 @@ class FileStorage:
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return await trio.to_thread.run_sync(self._expiring)
+
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        return []  # one process (the data directory's lock): it knows every deadline
 
     async def fork_sources(self) -> list[str]:
         return await trio.to_thread.run_sync(self._fork_sources)

@@ -110,11 +110,12 @@ class MemoryStorage:
         self._logs[name] = buffer
         return MemoryLog(buffer, self, name, len(buffer))
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, expired_at: float | None = None) -> bool:
         self._logs.pop(name, None)
         self._links.pop(name, None)
         self._checkpoints.pop(name, None)
         self._views.pop(name, None)
+        return True  # one process: its actor decided the expiry
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None:
         self._links.setdefault(source, {})[fork] = incarnation
@@ -127,6 +128,9 @@ class MemoryStorage:
 
     async def expiring(self) -> list[tuple[str, int | None, float | None]]:
         return []  # nothing outlives the process, and live actors report their own
+
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        return []  # one process: it knows every deadline
 
     async def fork_sources(self) -> list[str]:
         return []

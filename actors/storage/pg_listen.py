@@ -1,7 +1,8 @@
 """Live reads across processes (docs/scaling.md): one connection per process, outside the
-pool, on a thread of its own, `LISTEN`s for the commits every process notifies and hands each
-(stream row, new tail) to Trio. psycopg has no Trio support, so the thread blocks in
-`notifies`, waking every `retry` seconds to see whether it is still wanted.
+pool, on a thread of its own, `LISTEN`s for the commits, compactions and deletes every
+process notifies and hands each (stream row, tail, generation) to Trio. psycopg has no Trio
+support, so the thread blocks in `notifies`, waking every `retry` seconds to see whether it
+is still wanted.
 
 A lost connection is opened again after `retry` seconds; once listening again, `listening`
 runs, which has every resident stream look at its tail: a notification lost meanwhile costs a
@@ -27,7 +28,8 @@ async def _nothing() -> None:
 
 
 class Listener:
-    """`await listener.run()` in a nursery: `moved(stream, tail)` for each commit notified,
+    """`await listener.run()` in a nursery: `moved(stream, tail, generation)` for each change
+    notified (generation None from a server that sends none; `pg_rows.REMOVED`: deleted),
     `listening()` after each (re)connection, `lost()` (awaited before reconnecting) after a
     connection is lost; `channels` are more to listen on, each notification's payload handed
     to its handler. All run in Trio except `reconnected()`, which runs in the listener's thread
@@ -37,7 +39,7 @@ class Listener:
     def __init__(
         self,
         url: str,
-        moved: Callable[[int, int], None],
+        moved: Callable[[int, int, int | None], None],
         listening: Callable[[], None],
         *,
         retry: float = 1.0,
@@ -94,5 +96,6 @@ class Listener:
                     if handler is not None:
                         trio.from_thread.run_sync(handler, notification.payload)
                         continue
-                    stream, _, tail = notification.payload.partition(":")
-                    trio.from_thread.run_sync(self._moved, int(stream), int(tail))
+                    stream, tail, *generation = notification.payload.split(":")
+                    again = int(generation[0]) if generation else None
+                    trio.from_thread.run_sync(self._moved, int(stream), int(tail), again)

@@ -13,9 +13,13 @@ import psycopg
 
 from actors.storage import Fold, framing
 from streams.protocol import records
+from streams.protocol.extents import Slice
 
 Connection = psycopg.Connection[tuple[Any, ...]]
-CHANNEL = "ds_tail"  # NOTIFY channel of commits, payload "<stream row id>:<new tail>"
+# NOTIFY channel of commits, compactions and deletes, payload "<stream row>:<tail>:<generation>"
+# (a deleted stream's generation is `REMOVED`)
+CHANNEL = "ds_tail"
+REMOVED = -1
 REPLAY_ROWS = 1000  # recovery fetches record metadata this many rows at a time
 
 
@@ -39,6 +43,21 @@ def expiry(meta: bytes) -> tuple[int | None, float | None]:
     if isinstance(doc, dict) and doc.get("k") in ("create", "base"):
         return doc.get("ttl"), doc.get("exp")
     return None, None
+
+
+def first_access(meta: bytes) -> float | None:
+    """When a log's first record says the stream was last accessed: its creation (or, for a
+    compacted log's base record, the last access it carries)."""
+    doc = cbor2.loads(meta)
+    if isinstance(doc, dict):
+        at = doc.get("last") if doc.get("k") == "base" else doc.get("t")
+        return float(at) if isinstance(at, int | float) else None
+    return None
+
+
+def notice(stream: int, tail: int, generation: int) -> str:
+    """A notification's payload (actors/storage/pg_listen.py parses it)."""
+    return f"{stream}:{tail}:{generation}"
 
 
 def size(staged: list[tuple[bytes, bytes]]) -> int:
@@ -89,3 +108,41 @@ def replay(connection: Connection, stream: int, start: int, tail: int, fold: Fol
                 raise ValueError("log does not start with a create record")
             first = False
             fold(record, int(at), int(length))
+
+
+def read(connection: Connection, stream: int, generation: int, slices: list[Slice]) -> list[bytes]:
+    """One query: the slices' rows on the primary key, each cut in the database (the data
+    is stored uncompressed, so a piece of a large record reads only that piece); none if
+    the row is not at `generation` any more: another process's compaction moves rows, and
+    one of the new generation may sit where a slice of the old one points."""
+    with connection.cursor(binary=True) as cursor:
+        cursor.execute(
+            "SELECT substring(r.data FROM s.skip::integer + 1 FOR s.length::integer)"
+            " FROM ds_streams d CROSS JOIN"
+            " unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
+            " AS s(at, skip, length, n)"
+            " JOIN ds_records r ON r.stream = d.id AND r.at = s.at"
+            " WHERE d.id = %s AND d.generation = %s ORDER BY s.n",
+            (
+                [s.locator for s in slices],
+                [s.skip for s in slices],
+                [s.length for s in slices],
+                stream,
+                generation,
+            ),
+        )
+        return [bytes(row[0]) for row in cursor]
+
+
+def if_generation(
+    connection: Connection, stream: int, generation: int, statement: str, params: tuple[Any, ...]
+) -> None:
+    """`statement`, only while the stream row is at `generation`: another process may have
+    compacted the stream (moving the rows a checkpoint's index points at) or deleted it
+    since the caller looked. `FOR SHARE`: a compaction or delete waits for it, or it for them."""
+    with connection.transaction():
+        row = connection.execute(
+            "SELECT generation FROM ds_streams WHERE id = %s FOR SHARE", (stream,)
+        ).fetchone()
+        if row is not None and row[0] == generation:
+            connection.execute(statement.encode(), params)

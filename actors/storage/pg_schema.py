@@ -44,7 +44,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE ds_fork_sources (source bytea PRIMARY KEY, name bytea NOT NULL);
     """,
-    # 2: subscriptions and the webhook signing key ring (actors/storage/pg_subscriptions.py)
+    # A sliding TTL's last access, shared by every process (docs/scaling.md); a migrated
+    # stream counts as accessed now, as a restart does in the other modes.
+    """
+    ALTER TABLE ds_streams ADD COLUMN accessed_at double precision;
+    UPDATE ds_streams SET accessed_at = extract(epoch FROM now());
+    """,
+    # Subscriptions and the webhook signing key ring (actors/storage/pg_subscriptions.py).
     """
     CREATE TABLE ds_subscriptions (id bytea PRIMARY KEY, record bytea NOT NULL);
     CREATE TABLE ds_subscription_keys (

@@ -6,7 +6,13 @@ in a worker thread, under a capacity limiter as wide as the connection pool.
 Several processes may share a database: a commit holds the stream's row lock from `hold`
 (which folds what others committed first) to its COMMIT, and a read `refresh`es first. A log
 knows its stream row and that row's generation (a compaction starts the next one): another
-process's delete, create or compaction makes it `Superseded`.
+process's delete, create or compaction makes it `Superseded`, and is notified (pg_listen.py).
+
+A sliding TTL's last access is the row's `accessed_at`, shared by every process. A process
+writes an access only when it is more than `access_secs` past the value it last saw there,
+so every access made anywhere is at most `access_secs` after the row's value: a stream is
+expired once `accessed_at + ttl + access_secs` has passed, decided by the `DELETE` itself
+under the row lock (docs/scaling.md, "TTL").
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class PostgresLog:
     stream: int | None  # the stream row's id (None: created, its first commit to come)
     generation: int  # and the row's generation
     end: int
+    _seen: float = 0.0  # the row's `accessed_at` as last seen or written here
     _staged: Staged = attrs.field(factory=Staged)
     _next: tuple[bytes, bytes] | None = None  # a compaction's prepared record
     _held: Connection | None = None  # in a transaction holding the row lock, from `hold`
@@ -79,6 +86,24 @@ class PostgresLog:
         self.end, moved = await self._call(self._catch_up, fold, False)
         return moved
 
+    @property
+    def accessed(self) -> float | None:
+        """The latest any process may have read or written the stream: accesses more than
+        `access_secs` past the row's value are written there."""
+        return self._seen + self._storage.access_secs
+
+    async def touched(self, at: float) -> None:
+        if self.stream is None or at <= self._seen + self._storage.access_secs:
+            return
+        row = await self._call(
+            pg_rows.fetch_one,
+            "UPDATE ds_streams SET accessed_at = GREATEST(accessed_at, %s) WHERE id = %s"
+            " RETURNING accessed_at",
+            (at, self.stream),
+        )
+        if row is not None:
+            self._seen = max(self._seen, float(row[0]))
+
     def _catch_up(self, connection: Connection, fold: Fold, lock: bool) -> tuple[int, bool]:
         """(the tail, whether it moved): the records others committed past `end` folded,
         with the row locked in a transaction left open when `lock`, else as of one snapshot
@@ -93,11 +118,13 @@ class PostgresLog:
 
     def _fold_since(self, connection: Connection, fold: Fold, lock: str) -> tuple[int, bool]:
         row = connection.execute(
-            ("SELECT tail, generation FROM ds_streams WHERE id = %s" + lock).encode(),
+            ("SELECT tail, generation, accessed_at FROM ds_streams WHERE id = %s" + lock).encode(),
             (self.stream,),
         ).fetchone()
         if row is None or row[1] != self.generation:
             raise Superseded(f"stream row {self.stream} was removed or replaced")
+        if row[2] is not None:
+            self._seen = max(self._seen, float(row[2]))
         tail = int(row[0])
         if tail <= self.end:
             return self.end, False
@@ -139,7 +166,8 @@ class PostgresLog:
                 "INSERT INTO ds_records (stream, at, meta, data) VALUES (%s, %s, %s, %s)", rows
             )
             # Sent at COMMIT, to every process listening (actors/storage/pg_listen.py).
-            cursor.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, f"{self.stream}:{end}"))
+            notice = pg_rows.notice(self.stream, end, self.generation)
+            cursor.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, notice))
         return end
 
     def _insert_row(
@@ -148,15 +176,17 @@ class PostgresLog:
         """The stream's row, unless another process created the stream meanwhile (the unique
         key waits for its transaction): then `Superseded`."""
         ttl, expires = pg_rows.expiry(staged[0][0])
+        self._seen = pg_rows.first_access(staged[0][0]) or 0.0
         cursor.execute(
-            "INSERT INTO ds_streams (key, name, tail, ttl, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING id",
+            "INSERT INTO ds_streams (key, name, tail, ttl, expires_at, accessed_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING id",
             (
                 pg_rows.key(self._name),
                 pg_rows.encoded(self._name),
                 pg_rows.size(staged),
                 ttl,
                 expires,
+                self._seen,
             ),
         )
         row = cursor.fetchone()
@@ -171,42 +201,34 @@ class PostgresLog:
         return await self._call(self._read, wanted)
 
     def _read(self, connection: Connection, slices: list[Slice]) -> bytes:
-        """One query: the slices' rows on the primary key, each cut in the database (the data
-        is stored uncompressed, so a piece of a large record reads only that piece)."""
-        with connection.cursor(binary=True) as cursor:
-            cursor.execute(
-                "SELECT substring(r.data FROM s.skip::integer + 1 FOR s.length::integer)"
-                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
-                " AS s(at, skip, length, n)"
-                " JOIN ds_records r ON r.stream = %s AND r.at = s.at ORDER BY s.n",
-                (
-                    [s.locator for s in slices],
-                    [s.skip for s in slices],
-                    [s.length for s in slices],
-                    self.stream,
-                ),
-            )
-            pieces = [bytes(row[0]) for row in cursor]
+        assert self.stream is not None
+        pieces = pg_rows.read(connection, self.stream, self.generation, slices)
         if len(pieces) != len(slices):
             raise Superseded(f"stream row {self.stream} no longer holds the records read")
         return b"".join(pieces)
 
     async def checkpoint(self, state: bytes) -> None:
+        """Replaces only a checkpoint covering less (another process may have folded more)."""
         if self.end:
             await self._call(
-                pg_rows.execute,
+                self._if_current,
                 "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
-                " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state",
+                " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state"
+                " WHERE ds_checkpoints.tail < excluded.tail",
                 (self.stream, self.end, state),
             )
 
     async def save_view(self, view: bytes) -> None:
         await self._call(
-            pg_rows.execute,
+            self._if_current,
             "INSERT INTO ds_views (stream, view) VALUES (%s, %s)"
             " ON CONFLICT (stream) DO UPDATE SET view = excluded.view",
             (self.stream, view),
         )
+
+    def _if_current(self, connection: Connection, statement: str, params: tuple[Any, ...]) -> None:
+        assert self.stream is not None
+        pg_rows.if_generation(connection, self.stream, self.generation, statement, params)
 
     async def load_view(self) -> bytes | None:
         row = await self._call(
@@ -254,6 +276,10 @@ class PostgresLog:
             )
             cursor.execute("DELETE FROM ds_checkpoints WHERE stream = %s", (self.stream,))
             cursor.execute("DELETE FROM ds_views WHERE stream = %s", (self.stream,))
+            # Other processes' actors of the stream recover from the new generation at once.
+            assert self.stream is not None
+            notice = pg_rows.notice(self.stream, self.end + shift, self.generation + 1)
+            cursor.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, notice))
         return shift
 
     def close(self) -> None:
@@ -270,6 +296,7 @@ class PostgresStorage:
 
     pool: psycopg_pool.ConnectionPool[Connection]
     limiter: trio.CapacityLimiter
+    access_secs: float = 1.0  # how stale a shared last access may be (module docstring)
     # The open logs by stream row, for notifications of other processes' commits (Trio only).
     logs: weakref.WeakValueDictionary[int, PostgresLog] = attrs.field(
         factory=weakref.WeakValueDictionary
@@ -278,7 +305,12 @@ class PostgresStorage:
 
     @classmethod
     def connect(
-        cls, url: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+        cls,
+        url: str,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        access_secs: float = 1.0,
     ) -> PostgresStorage:
         """Blocking (run it in a worker thread): opens the pool and migrates the schema.
         Raises `pg_schema.SchemaTooNew`, or psycopg's error when the database is
@@ -299,7 +331,7 @@ class PostgresStorage:
         except BaseException:
             pool.close()
             raise
-        return cls(pool, trio.CapacityLimiter(max_size), url=url)
+        return cls(pool, trio.CapacityLimiter(max_size), access_secs=access_secs, url=url)
 
     async def run(
         self, function: Callable[[], T], limiter: trio.CapacityLimiter | None = None
@@ -366,22 +398,29 @@ class PostgresStorage:
             self.logs[log.stream] = log
         return log
 
-    def behind(self, stream: int, tail: int) -> str | None:
+    def behind(self, stream: int, tail: int, generation: int | None = None) -> str | None:
         """The name of the open log of stream row `stream` if it ends before `tail` (another
-        process committed past it), else None (not open here, or our own commit)."""
+        process committed past it) or is of another `generation` (compacted or removed
+        elsewhere), else None (not open here, or our own change)."""
         log = self.logs.get(stream)
-        return log._name if log is not None and log.end < tail else None
+        if log is None:
+            return None
+        if log.end < tail or (generation is not None and generation != log.generation):
+            return log._name
+        return None
 
     def _open(
         self, connection: Connection, name: str, fold: Fold, restore: Restore | None
     ) -> PostgresLog | None:
         with pg_rows.snapshot(connection):
             row = connection.execute(
-                "SELECT id, tail, generation FROM ds_streams WHERE key = %s", (pg_rows.key(name),)
+                "SELECT id, tail, generation, accessed_at FROM ds_streams WHERE key = %s",
+                (pg_rows.key(name),),
             ).fetchone()
             if row is None:
                 return None
             stream, tail, generation = int(row[0]), int(row[1]), int(row[2])
+            seen = 0.0 if row[3] is None else float(row[3])
             start = 0
             if restore is not None:
                 saved = connection.execute(
@@ -390,22 +429,34 @@ class PostgresStorage:
                 if saved is not None and saved[0] <= tail and restore(bytes(saved[1])):
                     start = int(saved[0])
             pg_rows.replay(connection, stream, start, tail, fold)
-        return PostgresLog(self, name, stream, generation, tail)
+        return PostgresLog(self, name, stream, generation, tail, seen)
 
     async def create(self, name: str) -> Log:
         """A log whose first commit inserts the stream's row with its first records, so no
         process ever sees a stream row with nothing committed."""
         return PostgresLog(self, name, None, 0, 0)
 
-    async def remove(self, name: str) -> None:
-        await self.call(self._remove, pg_rows.key(name))
+    async def remove(self, name: str, expired_at: float | None = None) -> bool:
+        return await self.call(self._remove, pg_rows.key(name), expired_at)
 
-    @staticmethod
-    def _remove(connection: Connection, digest: bytes) -> None:
+    def _remove(self, connection: Connection, digest: bytes, expired_at: float | None) -> bool:
+        """The row goes (its records, checkpoint and view cascade), and every process is told.
+        An expiry is decided here, under the row lock, by the row's shared last access."""
         with connection.transaction():
-            connection.execute("DELETE FROM ds_streams WHERE key = %s", (digest,))
+            rows = connection.execute(
+                "DELETE FROM ds_streams WHERE key = %(key)s AND (%(now)s::float8 IS NULL"
+                " OR ttl IS NULL OR expires_at IS NOT NULL"
+                " OR accessed_at + ttl + %(grace)s <= %(now)s) RETURNING id",
+                {"key": digest, "now": expired_at, "grace": self.access_secs},
+            ).fetchall()
+            if expired_at is not None and not rows:
+                return False  # accessed meanwhile (or gone already)
+            for (stream,) in rows:
+                notice = pg_rows.notice(int(stream), 0, pg_rows.REMOVED)
+                connection.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, notice))
             connection.execute("DELETE FROM ds_links WHERE source = %s", (digest,))
             connection.execute("DELETE FROM ds_fork_sources WHERE source = %s", (digest,))
+        return True
 
     async def add_link(self, source: str, fork: str, incarnation: str) -> None:
         await self.call(self._add_link, source, fork, incarnation)
@@ -446,6 +497,16 @@ class PostgresStorage:
             " WHERE ttl IS NOT NULL OR expires_at IS NOT NULL",
         )
         return [(pg_rows.decoded(name), ttl, expires) for name, ttl, expires in rows]
+
+    async def due(self, before: float) -> list[tuple[str, float]]:
+        """By the rows: a sliding TTL's deadline counts the precision of the shared access."""
+        deadline = "LEAST(expires_at, accessed_at + ttl + %(grace)s)"
+        rows = await self.call(
+            pg_rows.fetch_all,
+            f"SELECT name, {deadline} FROM ds_streams WHERE {deadline} < %(before)s",
+            {"grace": self.access_secs, "before": before},
+        )
+        return [(pg_rows.decoded(name), float(deadline)) for name, deadline in rows]
 
     async def fork_sources(self) -> list[str]:
         rows = await self.call(pg_rows.fetch_all, "SELECT name FROM ds_fork_sources")
