@@ -18,10 +18,6 @@ from tests.server import free_port, running_server
 SUITE = Path(__file__).parent / "conformance"
 FAST_LONG_POLL = {"DS_SERVER__LONG_POLL_TIMEOUT_SECS": "2"}  # the suite's tests time out at 5 s
 
-# Across processes (postgres mode, two processes on one database), subscriptions (and their
-# signing key) live in each process's data directory until they move to the database
-# (pg-subs): the suite's subscription tests then fail (5 of its 6 did), so they are not run.
-SUBSCRIPTIONS_ACROSS_PROCESSES = False
 ACROSS_PROCESSES = ("postgres-haproxy", "postgres-workers")
 README_HYPERCORN = ("--config", "python:streams.hypercorn_config")  # the README's command
 
@@ -55,8 +51,6 @@ def test_conformance_suite(mode: str, tmp_path: Path, request: pytest.FixtureReq
     storage_mode = "postgres" if mode in ACROSS_PROCESSES else mode
     env = {"DS_STORAGE__MODE": storage_mode, **FAST_LONG_POLL}
     suite_env = {"CONFORMANCE_SUBSCRIPTIONS": "1"}  # its subscription tests too (issue 15)
-    if mode in ACROSS_PROCESSES and not SUBSCRIPTIONS_ACROSS_PROCESSES:
-        suite_env = {}
     if storage_mode == "postgres":  # on a new database of the session's server
         env["DS_STORAGE__POSTGRES_URL"] = request.getfixturevalue("postgres_url")
     with serving(mode, tmp_path, env) as base_url:
@@ -69,4 +63,4 @@ def test_conformance_suite(mode: str, tmp_path: Path, request: pytest.FixtureReq
     assert ran.failures == []
     ran_tests = results["numTotalTests"] - results["numPendingTests"]
     assert results["numPassedTests"] == ran_tests
-    assert ran_tests >= (338 if suite_env else 332)
+    assert ran_tests >= 338

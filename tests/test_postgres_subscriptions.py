@@ -1,16 +1,14 @@
 """Subscriptions shared by several processes on one database (docs/subscriptions.md,
 "Several processes"): two in-process servers, each with its registry, its subscription
-supervisor and its listening connection, as two server processes would run; and the
-official conformance suite's subscription tests through HAProxy in front of two server
-processes."""
+supervisor and its listening connection, as two server processes would run. The official
+conformance suite's subscription tests run across processes in tests/test_conformance.py
+(`postgres-haproxy`, `postgres-workers`)."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,16 +22,11 @@ from actors.storage.postgres import PostgresStorage
 from streams.protocol import offsets
 from streams.protocol.machine import AppendRequest, CreateRequest
 from streams.protocol.records import StreamConfig
-from tests import vitest
-from tests.haproxy import running_haproxy
 from tests.on_disk import started
 from tests.postgres import Cluster
-from tests.server import free_port, running_server
 from tests.subscription_helpers import Served, done, serving
-from tests.test_conformance import FAST_LONG_POLL, SUITE
 from tests.test_subscriptions import SUBS, hook, puller
 
-SLIDING = re.compile(r"sliding window|outlive source via TTL renewal")
 BOUND = 20  # seconds: the most a test waits for what should come at once
 RETRY = 0.05  # how often a process tries for the lead, and reconnects its listener
 
@@ -369,40 +362,3 @@ async def test_changes_made_while_the_deliverer_was_not_listening_are_delivered(
                 delivery = await a.receiver.next()
             assert delivery["streams"][0]["path"] == "events/x"
             assert b.receiver.count == 0
-
-
-@vitest.installed(SUITE)
-def test_conformance_subscriptions_through_a_balancer(tmp_path: Path, postgres_url: str) -> None:
-    """The official suite, subscription tests included, through HAProxy alternating each
-    request between two server processes on one database."""
-    env = {"DS_STORAGE__MODE": "postgres", "DS_STORAGE__POSTGRES_URL": postgres_url}
-    env.update(FAST_LONG_POLL)
-    ports = [free_port(), free_port()]
-    report = tmp_path / "report.json"
-    with (
-        running_server(tmp_path / "a", env, serve=True, port=ports[0]),
-        running_server(tmp_path / "b", env, serve=True, port=ports[1]),
-        running_haproxy(ports) as base_url,
-    ):
-        ran = vitest.run(
-            SUITE,
-            {"CONFORMANCE_TEST_URL": base_url, "CONFORMANCE_SUBSCRIPTIONS": "1"},
-            report,
-            600,
-        )
-    results = ran.results
-    print(
-        f"postgres x2 behind HAProxy: {results['numPassedTests']} passed, "
-        f"{results['numFailedTests']} failed, {results['numPendingTests']} skipped"
-    )
-    subscriptions = [
-        test["status"]
-        for file in results["testResults"]
-        for test in file["assertionResults"]
-        if test["ancestorTitles"][:1] == ["Reserved subscription APIs"]
-    ]
-    assert subscriptions == ["passed"] * 6
-    # Sliding TTLs are slid by each process alone until the last access is shared
-    # (docs/scaling.md, Status): those are the only failures allowed here.
-    assert [name for name in ran.failures if not SLIDING.search(name)] == []
-    assert results["numPassedTests"] >= 333
