@@ -77,6 +77,8 @@ class Compactor:
                     self.prepared = await self._prepare(state, log, views)
                 except ProtocolError as error:  # its view is refused: beyond its bounds
                     self._refused(state, error)
+                except Superseded:  # compacted or deleted elsewhere while its view was built
+                    pass  # (postgres mode): the actor's next look at the log recovers
             return False
         if state.tail - prepared.base < threshold:
             return False
