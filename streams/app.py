@@ -131,9 +131,10 @@ def listen(storage: PostgresStorage, registry: Registry, settings: Settings) -> 
     """Other processes' commits wake this one's live readers (docs/scaling.md)."""
 
     def moved(stream: int, tail: int, generation: int | None) -> None:
-        name = storage.behind(stream, tail, generation)
-        if name is not None:
-            registry.refresh(name)
+        behind = storage.behind(stream, tail, generation)
+        if behind is not None:  # a commit wakes readers; a compaction or delete, every actor
+            name, replaced = behind
+            registry.refresh(name, watched_only=not replaced)
 
     return Listener(
         settings.postgres_url or "",
