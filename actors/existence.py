@@ -36,13 +36,15 @@ class Existence:
     log: Log | None
     cache: TailCache
     cache_bytes: int
+    piece_bytes: int
+    changed: m.Change
     views: Views
 
     if TYPE_CHECKING:
 
         def _existing(self) -> StreamState: ...
         def _note_deadline(self) -> None: ...
-        def _notify(self) -> None: ...
+        def _notify(self, added_from: int | None = None, added: bytes = b"") -> None: ...
         async def _recover(self) -> None: ...
 
     # ---- create -------------------------------------------------------------------------
@@ -171,6 +173,7 @@ class Existence:
             if self.state is None or self.log is None:
                 return
             state, log = self.state, self.log
+            start = state.tail
             try:
                 moved = await (log.hold(state.apply) if hold else log.refresh(state.apply))
                 if log.accessed is not None:  # another process's read or write slides the TTL
@@ -186,13 +189,36 @@ class Existence:
                 self._moved()
                 continue
             if moved:
-                self._moved()
+                self._moved(await self._added(start))
             return
 
-    def _moved(self) -> None:
+    async def _added(self, start: int) -> bytes | None:
+        """The data records committed elsewhere added from `start`, read from the log once
+        for all the live readers waiting there (and kept in the tail cache); None if nobody
+        waits, they are more than a piece, or the read fails (each reader reads then)."""
+        state, log = self.state, self.log
+        if state is None or log is None or not self.changed.waiting:
+            return None
+        if not 0 < state.tail - start <= self.piece_bytes:
+            return None
+        slices, stop = state.slices(start, state.tail, self.piece_bytes)
+        if stop != state.tail:
+            return None
+        try:
+            data = await log.read(slices)
+        except (Superseded, Unavailable):
+            return None
+        return data if len(data) == stop - start else None
+
+    def _moved(self, added: bytes | None = None) -> None:
         """After records committed elsewhere were folded: the tail cache starts again at the
-        tail, a resident view is rebuilt on next use, and live readers look again."""
+        tail (holding what they `added`, if read), a resident view is rebuilt on next use,
+        and live readers look again (or are handed `added`)."""
         self.views.drop()
-        self.cache = TailCache(self.state.tail if self.state else 0, self.cache_bytes)
+        tail = self.state.tail if self.state else 0
+        self.cache = TailCache.of(tail, [] if added is None else [added], self.cache_bytes)
         self._note_deadline()
-        self._notify()
+        if added is None:
+            self._notify()
+        else:
+            self._notify(tail - len(added), added)

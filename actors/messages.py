@@ -164,6 +164,7 @@ class Snapshot:
 
     @classmethod
     def of(cls, state: StreamState, changed: Change) -> Snapshot:
+        changed.watched = True  # its holder may wait on it
         return cls(
             state.config,
             state.incarnation,

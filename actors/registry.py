@@ -148,12 +148,14 @@ class Registry:
             # Nobody waits for the answer; a busy actor is asked again at the next commit.
             actor.send.send_nowait((m.DropView(), Pending[None]()))
 
-    def refresh(self, name: str) -> None:
+    def refresh(self, name: str, watched_only: bool = False) -> None:
         """Another process committed to `name`: a resident actor looks at its tail and wakes
         its live readers (postgres mode). A full inbox needs nothing: every message it holds
-        looks at the tail first."""
+        looks at the tail first. `watched_only`: only an actor whose current change a reader
+        holds (and may be parked on); any other looks before its next request anyway, so a
+        commit elsewhere costs it nothing until then."""
         actor = self._actors.get(name)
-        if actor is not None:
+        if actor is not None and (actor.changed.watched or not watched_only):
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
                 actor.send.send_nowait((m.Refresh(), Pending[None]()))
 

@@ -29,11 +29,14 @@ class Change:
     """What a stream's live readers wait on: set by the actor's next commit, and then, when
     that commit added data, holding it, so readers at the old tail need not ask again."""
 
-    __slots__ = ("_due", "_event", "_held", "added")
+    __slots__ = ("_due", "_event", "_held", "added", "watched")
 
     def __init__(self) -> None:
         self._event = trio.Event()
         self.added: ReadResult | None = None
+        # Handed to a reader (in a `Snapshot`), which may park on it: another process's
+        # commit must set it (postgres mode, `Registry.refresh`).
+        self.watched = False
         self._held = 0  # receipts whose writers' responses are not out yet
         self._due: _Due | None = None
 

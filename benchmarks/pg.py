@@ -167,21 +167,21 @@ NOTIFY_AFTER = (
 
 
 def shape(streams: int, size: int, notify: bool = True) -> str:
-    """A pgbench script of the transaction an append commits in (actors/storage/postgres.py):
-    lock a random stream's row, update its tail, insert one record of `size` bytes at it,
-    notify the other processes, commit; the insert in a savepoint, as psycopg's nested
-    `transaction()` makes it. Without `notify`: the same without the NOTIFY."""
+    """A pgbench script of the transaction an append commits in (actors/storage/pg_log.py):
+    lock a random stream's row (and fold), then one statement that moves its tail and last
+    access, inserts one record of `size` bytes at it and notifies the other processes, and
+    commit. Without `notify`: the same without the NOTIFY."""
+    last = "pg_notify('ds_tail', :s || ':0')" if notify else "id"
     lines = [
         f"\\set s random(1, {streams})",
         "BEGIN;",
-        "SELECT tail, generation FROM ds_streams WHERE id = :s FOR UPDATE;",
-        "SAVEPOINT ds;",
-        f"UPDATE ds_streams SET tail = tail + {size + 16} WHERE id = :s;",
-        "INSERT INTO ds_records (stream, at, meta, data) SELECT id, tail,"
-        f" '\\xa1616b6161'::bytea, convert_to(repeat('x', {size}), 'UTF8')"
-        " FROM ds_streams WHERE id = :s;",
-        *(["SELECT pg_notify('ds_tail', :s || ':0');"] if notify else []),
-        "RELEASE SAVEPOINT ds;",
+        "SELECT tail, generation, accessed_at FROM ds_streams WHERE id = :s FOR UPDATE;",
+        f"WITH moved AS (UPDATE ds_streams SET tail = tail + {size + 16},"
+        " accessed_at = GREATEST(accessed_at, extract(epoch FROM now()))"
+        " WHERE id = :s RETURNING id, tail),"
+        " added AS (INSERT INTO ds_records (stream, at, meta, data) SELECT id, tail,"
+        f" '\\xa1616b6161'::bytea, convert_to(repeat('x', {size}), 'UTF8') FROM moved)"
+        f" SELECT {last} FROM moved;",
         "COMMIT;",
     ]
     return "\n".join(lines) + "\n"

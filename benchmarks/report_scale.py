@@ -229,9 +229,10 @@ def measured(plan: Plan) -> list[str]:
         "- **Commits/s of our transaction shape**: pgbench (`-M prepared`, two threads) for "
         f"{plan.duration:g} s at each client count, on a database with the server's schema "
         f"and {plan.scale_streams} stream rows, each transaction the one an append commits "
-        "in (`actors/storage/postgres.py`): `BEGIN`; the stream's row `SELECT ... FOR "
-        "UPDATE`; a savepoint; `UPDATE` of its tail; `INSERT` of one 100 B record; "
-        "`pg_notify('ds_tail', ...)`; `COMMIT`, on a random stream of the "
+        "in (`actors/storage/pg_log.py`): `BEGIN`; the stream's row `SELECT ... FOR "
+        "UPDATE`; one statement that does the `UPDATE` of its tail and last access, the "
+        "`INSERT` of one 100 B record and `pg_notify('ds_tail', ...)`; `COMMIT`, on a "
+        "random stream of the "
         f"{plan.scale_streams}. Beside it, without the `pg_notify`, and with it moved to a "
         "transaction of its own after the commit that does not wait for its flush.",
     ]

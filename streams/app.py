@@ -143,9 +143,10 @@ def listen(
     changes to subscriptions reach this one's (docs/subscriptions.md)."""
 
     def moved(stream: int, tail: int, generation: int | None) -> None:
-        name = storage.behind(stream, tail, generation)
-        if name is not None:
-            registry.refresh(name)
+        behind = storage.behind(stream, tail, generation)
+        if behind is not None:  # a commit wakes readers; a compaction or delete, every actor
+            name, replaced = behind
+            registry.refresh(name, watched_only=not replaced)
         if subscriptions is not None:
             subscriptions.moved(stream)
 

@@ -55,9 +55,10 @@ async def process(url: str, nursery: trio.Nursery) -> Process:
     registry = await started(storage, nursery)
 
     def moved(stream: int, tail: int, generation: int | None) -> None:
-        name = storage.behind(stream, tail, generation)
-        if name is not None:
-            registry.refresh(name)
+        behind = storage.behind(stream, tail, generation)
+        if behind is not None:
+            name, replaced = behind
+            registry.refresh(name, watched_only=not replaced)
 
     def listening() -> None:
         registry.refresh_all()

@@ -121,17 +121,18 @@ async def test_a_commit_whose_answer_was_cut_off_is_retried_exactly_once(
     """The connection dies just after COMMIT: the append took effect, but the actor cannot
     know. It answers 503 and forgets what it cached; the producer's retry finds the append
     already there (204), and the next one goes after it."""
-    real = pg_rows.execute
+    real = PostgresLog._commit_held
     cut_off: list[bool] = []
 
-    def execute(connection: pg_rows.Connection, statement: str, params: Any = ()) -> None:
-        real(connection, statement, params)
-        if statement == "COMMIT" and not cut_off:
+    def commit(log: PostgresLog, connection: pg_rows.Connection, staged: Any) -> int:
+        end = real(log, connection, staged)  # the append and its COMMIT
+        if not cut_off:
             cut_off.append(True)
             connection.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return end
 
-    monkeypatch.setattr(pg_rows, "execute", execute)
+    monkeypatch.setattr(PostgresLog, "_commit_held", commit)
     await unavailable(lambda: streams.append("s", produced(b"b", 1)))
     assert cut_off
     assert (await streams.append("s", produced(b"b", 1))).status == 204

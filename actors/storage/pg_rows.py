@@ -55,6 +55,15 @@ def first_access(meta: bytes) -> float | None:
     return None
 
 
+def appended_at(meta: bytes) -> float | None:
+    """When an append record was made (an append is an access, as a read is), else None."""
+    doc = cbor2.loads(meta)
+    if isinstance(doc, dict) and doc.get("k") == "append":
+        at = doc.get("t")
+        return float(at) if isinstance(at, int | float) else None
+    return None
+
+
 def notice(stream: int, tail: int, generation: int) -> str:
     """A notification's payload (actors/storage/pg_listen.py parses it)."""
     return f"{stream}:{tail}:{generation}"

@@ -3,10 +3,9 @@ locator, the byte position its data would have in a file's frames, so the actor'
 staging mean what they mean in the other modes. psycopg has no Trio support: every call runs
 in a worker thread, under a capacity limiter as wide as the connection pool.
 
-Several processes may share a database: a commit holds the stream's row lock from `hold`
-(which folds what others committed first) to its COMMIT, and a read `refresh`es first. A log
-knows its stream row and that row's generation (a compaction starts the next one): another
-process's delete, create or compaction makes it `Superseded`, and is notified (pg_listen.py).
+Several processes may share a database: each stream's log (actors/storage/pg_log.py) holds
+its row lock to commit, and another process's commit, compaction or delete is notified
+(pg_listen.py) to the logs open here (`behind`).
 
 A sliding TTL's last access is the row's `accessed_at`, shared by every process. A process
 writes an access only when it is more than `access_secs` past the value it last saw there,
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -27,267 +26,13 @@ import psycopg
 import psycopg_pool
 import trio
 
-from actors.storage import (
-    Fold,
-    Log,
-    Restore,
-    Staged,
-    Superseded,
-    Unavailable,
-    framing,
-    pg_rows,
-    pg_schema,
-)
+from actors.storage import Fold, Log, Restore, Unavailable, pg_rows, pg_schema
+from actors.storage.pg_log import PostgresLog
 from actors.storage.pg_rows import Connection
-from streams.protocol.extents import Slice
+
+__all__ = ["PostgresLog", "PostgresStorage"]
 
 T = TypeVar("T")
-MAX_VALUE = (1 << 30) - 1  # PostgreSQL holds at most 1 GB in one value
-
-
-@attrs.define
-class PostgresLog:
-    _storage: PostgresStorage
-    _name: str
-    stream: int | None  # the stream row's id (None: created, its first commit to come)
-    generation: int  # and the row's generation
-    end: int
-    _seen: float = 0.0  # the row's `accessed_at` as last seen or written here
-    _staged: Staged = attrs.field(factory=Staged)
-    _next: tuple[bytes, bytes] | None = None  # a compaction's prepared record
-    _held: Connection | None = None  # in a transaction holding the row lock, from `hold`
-
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        """On the held connection (no pool wait: it is ours), else on a pooled one."""
-        held = self._held
-        if held is None:
-            return await self._storage.call(function, *args)
-        return await self._storage.run(lambda: function(held, *args))
-
-    async def hold(self, fold: Fold) -> bool:
-        assert self._held is None, "hold twice"
-        connection = await self._storage.acquire()
-        try:
-            self.end, moved = await self._storage.run(
-                lambda: self._catch_up(connection, fold, True)
-            )
-        except BaseException:
-            self._storage.give_back(connection)
-            raise
-        self._held = connection
-        return moved
-
-    async def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            await trio.to_thread.run_sync(self._storage.give_back, held)
-
-    async def refresh(self, fold: Fold) -> bool:
-        self.end, moved = await self._call(self._catch_up, fold, False)
-        return moved
-
-    @property
-    def accessed(self) -> float | None:
-        """The latest any process may have read or written the stream: accesses more than
-        `access_secs` past the row's value are written there."""
-        return self._seen + self._storage.access_secs
-
-    async def touched(self, at: float) -> None:
-        if self.stream is None or at <= self._seen + self._storage.access_secs:
-            return
-        row = await self._call(
-            pg_rows.fetch_one,
-            "UPDATE ds_streams SET accessed_at = GREATEST(accessed_at, %s) WHERE id = %s"
-            " RETURNING accessed_at",
-            (at, self.stream),
-        )
-        if row is not None:
-            self._seen = max(self._seen, float(row[0]))
-
-    def _catch_up(self, connection: Connection, fold: Fold, lock: bool) -> tuple[int, bool]:
-        """(the tail, whether it moved): the records others committed past `end` folded,
-        with the row locked in a transaction left open when `lock`, else as of one snapshot
-        (a compaction elsewhere cannot move the rows between reading the row and them)."""
-        if self.stream is None:  # nothing committed yet: nothing to fold, nothing to hold
-            return self.end, False
-        if lock:
-            connection.execute("BEGIN")
-            return self._fold_since(connection, fold, " FOR UPDATE")
-        with pg_rows.snapshot(connection):
-            return self._fold_since(connection, fold, "")
-
-    def _fold_since(self, connection: Connection, fold: Fold, lock: str) -> tuple[int, bool]:
-        row = connection.execute(
-            ("SELECT tail, generation, accessed_at FROM ds_streams WHERE id = %s" + lock).encode(),
-            (self.stream,),
-        ).fetchone()
-        if row is None or row[1] != self.generation:
-            raise Superseded(f"stream row {self.stream} was removed or replaced")
-        if row[2] is not None:
-            self._seen = max(self._seen, float(row[2]))
-        tail = int(row[0])
-        if tail <= self.end:
-            return self.end, False
-        assert self.stream is not None
-        pg_rows.replay(connection, self.stream, self.end, tail, fold)
-        return tail, True
-
-    def stage(self, meta: bytes, data: bytes) -> int:
-        if len(data) > MAX_VALUE or len(meta) > MAX_VALUE:
-            raise framing.FrameTooLarge(f"a record's data is at most {MAX_VALUE} bytes here")
-        return self._staged.add(self.end, meta, data)
-
-    async def commit(self) -> None:
-        staged = self._staged.take()
-        if staged:
-            self.end = await self._call(self._commit, staged)
-            assert self.stream is not None
-            self._storage.logs[self.stream] = self
-            if self._held is not None:
-                await self._call(pg_rows.execute, "COMMIT", ())
-                await self.release()
-
-    def _commit(self, connection: Connection, staged: list[tuple[bytes, bytes]]) -> int:
-        with connection.transaction(), connection.cursor() as cursor:
-            if self.stream is None:  # a new stream: its row and first records together
-                self.stream = self._insert_row(cursor, staged)
-            else:  # the row first: it takes the row lock, and checks the tail is ours
-                cursor.execute(
-                    "UPDATE ds_streams SET tail = %s WHERE id = %s AND tail = %s",
-                    (self.end + pg_rows.size(staged), self.stream, self.end),
-                )
-                if cursor.rowcount != 1:
-                    raise Superseded(f"stream row {self.stream} is not at {self.end} any more")
-            rows, end = [], self.end
-            for meta, data in staged:
-                rows.append((self.stream, end + framing.data_offset(meta), meta, data))
-                end += framing.frame_size(meta, len(data))
-            cursor.executemany(
-                "INSERT INTO ds_records (stream, at, meta, data) VALUES (%s, %s, %s, %s)", rows
-            )
-            # Sent at COMMIT, to every process listening (actors/storage/pg_listen.py).
-            notice = pg_rows.notice(self.stream, end, self.generation)
-            cursor.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, notice))
-        return end
-
-    def _insert_row(
-        self, cursor: psycopg.Cursor[tuple[Any, ...]], staged: list[tuple[bytes, bytes]]
-    ) -> int:
-        """The stream's row, unless another process created the stream meanwhile (the unique
-        key waits for its transaction): then `Superseded`."""
-        ttl, expires = pg_rows.expiry(staged[0][0])
-        self._seen = pg_rows.first_access(staged[0][0]) or 0.0
-        cursor.execute(
-            "INSERT INTO ds_streams (key, name, tail, ttl, expires_at, accessed_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING id",
-            (
-                pg_rows.key(self._name),
-                pg_rows.encoded(self._name),
-                pg_rows.size(staged),
-                ttl,
-                expires,
-                self._seen,
-            ),
-        )
-        row = cursor.fetchone()
-        if row is None:
-            raise Superseded(f"stream {self._name!r} was created by another process")
-        return int(row[0])
-
-    async def read(self, slices: Iterable[Slice]) -> bytes:
-        wanted = list(slices)
-        if not wanted:
-            return b""
-        return await self._call(self._read, wanted)
-
-    def _read(self, connection: Connection, slices: list[Slice]) -> bytes:
-        assert self.stream is not None
-        pieces = pg_rows.read(connection, self.stream, self.generation, slices)
-        if len(pieces) != len(slices):
-            raise Superseded(f"stream row {self.stream} no longer holds the records read")
-        return b"".join(pieces)
-
-    async def checkpoint(self, state: bytes) -> None:
-        """Replaces only a checkpoint covering less (another process may have folded more)."""
-        if self.end:
-            await self._call(
-                self._if_current,
-                "INSERT INTO ds_checkpoints (stream, tail, state) VALUES (%s, %s, %s)"
-                " ON CONFLICT (stream) DO UPDATE SET tail = excluded.tail, state = excluded.state"
-                " WHERE ds_checkpoints.tail < excluded.tail",
-                (self.stream, self.end, state),
-            )
-
-    async def save_view(self, view: bytes) -> None:
-        await self._call(
-            self._if_current,
-            "INSERT INTO ds_views (stream, view) VALUES (%s, %s)"
-            " ON CONFLICT (stream) DO UPDATE SET view = excluded.view",
-            (self.stream, view),
-        )
-
-    def _if_current(self, connection: Connection, statement: str, params: tuple[Any, ...]) -> None:
-        assert self.stream is not None
-        pg_rows.if_generation(connection, self.stream, self.generation, statement, params)
-
-    async def load_view(self) -> bytes | None:
-        row = await self._call(
-            pg_rows.fetch_one, "SELECT view FROM ds_views WHERE stream = %s", (self.stream,)
-        )
-        return None if row is None else bytes(row[0])
-
-    async def prepare_restart(self, meta: bytes, data: bytes) -> int:
-        """Kept until `restart`, which writes it in the transaction that replaces the log."""
-        framing.check_size(len(meta), len(data))
-        self._next = (meta, data)
-        return framing.data_offset(meta)
-
-    async def restart(self, keep_from: int) -> int:
-        assert self._next is not None, "restart without prepare_restart"
-        shift: int = await self._call(self._restart, self._next, keep_from)
-        self._next = None
-        self.end += shift
-        self.generation += 1
-        return shift
-
-    def _restart(self, connection: Connection, first: tuple[bytes, bytes], keep_from: int) -> int:
-        """In one transaction: the records before `keep_from` go, the rest move to follow the
-        prepared record (negated first, so no moved row meets one not yet moved)."""
-        meta, data = first
-        shift = framing.frame_size(meta, len(data)) - keep_from
-        with connection.transaction(), connection.cursor() as cursor:
-            cursor.execute(  # the row first: it takes the row lock, and checks it is ours
-                "UPDATE ds_streams SET tail = tail + %s, generation = generation + 1"
-                " WHERE id = %s AND tail = %s AND generation = %s",
-                (shift, self.stream, self.end, self.generation),
-            )
-            if cursor.rowcount != 1:
-                raise Superseded(f"stream row {self.stream} is not at {self.end} any more")
-            cursor.execute(
-                "DELETE FROM ds_records WHERE stream = %s AND at < %s", (self.stream, keep_from)
-            )
-            cursor.execute("UPDATE ds_records SET at = -at WHERE stream = %s", (self.stream,))
-            cursor.execute(
-                "UPDATE ds_records SET at = %s - at WHERE stream = %s", (shift, self.stream)
-            )
-            cursor.execute(
-                "INSERT INTO ds_records (stream, at, meta, data) VALUES (%s, %s, %s, %s)",
-                (self.stream, framing.data_offset(meta), meta, data),
-            )
-            cursor.execute("DELETE FROM ds_checkpoints WHERE stream = %s", (self.stream,))
-            cursor.execute("DELETE FROM ds_views WHERE stream = %s", (self.stream,))
-            # Other processes' actors of the stream recover from the new generation at once.
-            assert self.stream is not None
-            notice = pg_rows.notice(self.stream, self.end + shift, self.generation + 1)
-            cursor.execute("SELECT pg_notify(%s, %s)", (pg_rows.CHANNEL, notice))
-        return shift
-
-    def close(self) -> None:
-        self._staged.take()
-        self._next = None
-        held, self._held = self._held, None
-        if held is not None:  # a failure between `hold` and `commit`
-            self._storage.give_back(held)
 
 
 @attrs.define
@@ -352,13 +97,10 @@ class PostgresStorage:
         with contextlib.suppress(psycopg.Error):
             self.pool.check()
 
-    async def acquire(self) -> Connection:
-        """A pooled connection, for a caller that gives it back (`pool.putconn`)."""
-        return await self.run(self.pool.getconn, self.limiter)
-
     def give_back(self, connection: Connection) -> None:
-        """A connection from `acquire` back to the pool, its transaction (if any) rolled back."""
-        if connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        """A connection from `pool.getconn` back, its transaction (if any) rolled back."""
+        status = connection.info.transaction_status
+        if status in (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR):
             with contextlib.suppress(psycopg.Error):
                 connection.execute("ROLLBACK")
         self.pool.putconn(connection)
@@ -398,15 +140,19 @@ class PostgresStorage:
             self.logs[log.stream] = log
         return log
 
-    def behind(self, stream: int, tail: int, generation: int | None = None) -> str | None:
+    def behind(
+        self, stream: int, tail: int, generation: int | None = None
+    ) -> tuple[str, bool] | None:
         """The name of the open log of stream row `stream` if it ends before `tail` (another
         process committed past it) or is of another `generation` (compacted or removed
-        elsewhere), else None (not open here, or our own change)."""
+        elsewhere: then True), else None (not open here, or our own change)."""
         log = self.logs.get(stream)
         if log is None:
             return None
-        if log.end < tail or (generation is not None and generation != log.generation):
-            return log._name
+        if generation is not None and generation != log.generation:
+            return log._name, True
+        if log.end < tail:
+            return log._name, False
         return None
 
     def _open(
