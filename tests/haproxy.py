@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import free_port
+from tests.server import free_port, stop
 
 # Long enough for any long-poll or SSE read the tests hold open through it.
 TIMEOUTS = ("connect 5s", "client 300s", "server 300s", "tunnel 300s", "http-request 30s")
@@ -66,12 +65,7 @@ def running_haproxy(backends: Sequence[int], port: int | None = None) -> Iterato
             _wait_listening(base_url, process, log)
             yield base_url
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def _wait_listening(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:

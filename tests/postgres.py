@@ -9,7 +9,6 @@ CI must run them.
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import os
 import pwd
@@ -23,22 +22,14 @@ import attrs
 import psycopg
 import pytest
 
+from benchmarks.pg import binaries
+
 SERVER_SETTINGS = (
     "listen_addresses=''",  # no TCP at all (pg_ctl passes -o through a shell)
     "fsync=off",  # a test cluster survives no power loss; nothing here tests one
     "full_page_writes=off",
     "max_connections=200",
 )
-
-
-def binaries() -> Path | None:
-    """The newest installed PostgreSQL's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
-    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
-    if found:
-        newest = max(found, key=lambda path: int(Path(path).parent.parent.name))
-        return Path(newest).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).resolve().parent if initdb else None
 
 
 def unavailable(reason: str) -> None:

@@ -14,10 +14,10 @@ import psycopg
 
 from actors.storage import pg_schema
 from benchmarks import pg, report_scale, scale_procs
+from benchmarks.pg import binaries
 from benchmarks.scale import SETUPS, ScaleServer, Setup
 from benchmarks.scenarios import FULL, QUICK
 from benchmarks.servers import Spec
-from tests.postgres import binaries
 from tests.test_deployment_doc import haproxy
 
 

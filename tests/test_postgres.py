@@ -5,10 +5,12 @@ The storage contract (tests/test_storage_contract.py) and the conformance suite
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import subprocess
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +35,22 @@ BASE = "/v1/stream"
 
 def postgres_env(url: str) -> dict[str, str]:
     return {"DS_STORAGE__MODE": "postgres", "DS_STORAGE__POSTGRES_URL": url}
+
+
+@contextlib.contextmanager
+def two_servers(
+    tmp_path: Path, env: dict[str, str], timeout: float | None = 5.0
+) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two server processes on one database (in `env`), a client of each."""
+    for server in ("a", "b"):
+        (tmp_path / server).mkdir()  # each one's log; neither has a data directory
+    with (
+        running_server(tmp_path / "a" / "data", env) as first_url,
+        running_server(tmp_path / "b" / "data", env) as second_url,
+        httpx.Client(base_url=first_url, timeout=timeout) as one,
+        httpx.Client(base_url=second_url, timeout=timeout) as two,
+    ):
+        yield one, two
 
 
 def serve_until_exit(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
@@ -170,19 +188,12 @@ def test_two_server_processes_interleave_appends_on_one_database(
     once. Every message is stored once, ending where its 200 said, each producer in order."""
     env = postgres_env(postgres_url)
     text = {"Content-Type": "text/plain"}
-    for server in ("a", "b"):
-        (tmp_path / server).mkdir()  # each one's log; neither has a data directory
-    with (
-        running_server(tmp_path / "a" / "data", env) as first_url,
-        running_server(tmp_path / "b" / "data", env) as second_url,
-        httpx.Client(base_url=first_url) as one,
-        httpx.Client(base_url=second_url) as two,
-    ):
+    with two_servers(tmp_path, env) as (one, two):
         assert one.put(f"{BASE}/s", headers=text).status_code == 201
         acknowledged: dict[bytes, int] = {}
 
         def writer(index: int) -> None:
-            with httpx.Client(base_url=first_url) as a, httpx.Client(base_url=second_url) as b:
+            with httpx.Client(base_url=one.base_url) as a, httpx.Client(base_url=two.base_url) as b:
                 for seq in range(10):
                     body = b"<w%d:%02d>" % (index, seq)
                     headers = {**text, "Producer-Id": f"w{index}", "Producer-Epoch": "0"}

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import trio
@@ -28,8 +27,7 @@ from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 from streams.protocol.requests import Fork
 from tests.on_disk import started
-from tests.server import running_server
-from tests.test_postgres import BASE, postgres_env
+from tests.test_postgres import BASE, postgres_env, two_servers
 from tests.test_postgres_live import BOUND, Process, pair, parked
 
 __all__ = ["pair"]  # the fixture, used by name
@@ -213,14 +211,7 @@ def test_an_sse_reader_on_one_server_process_ends_when_another_deletes_the_strea
         "DS_SERVER__SSE_RECONNECT_INTERVAL_SECS": "600",
     }
     text = {"Content-Type": TEXT}
-    for server in ("a", "b"):
-        (tmp_path / server).mkdir()
-    with (
-        running_server(tmp_path / "a" / "data", env) as first_url,
-        running_server(tmp_path / "b" / "data", env) as second_url,
-        httpx.Client(base_url=first_url, timeout=BOUND) as one,
-        httpx.Client(base_url=second_url, timeout=BOUND) as two,
-    ):
+    with two_servers(tmp_path, env, timeout=BOUND) as (one, two):
         for deleter in (two, one):
             assert one.put(f"{BASE}/s", headers=text).status_code == 201
             live = {"offset": "-1", "live": "sse"}

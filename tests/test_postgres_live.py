@@ -10,7 +10,6 @@ from functools import partial
 from pathlib import Path
 
 import attrs
-import httpx
 import psycopg
 import pytest
 import trio
@@ -25,8 +24,7 @@ from streams.protocol.offsets import Sentinel
 from streams.protocol.records import StreamConfig
 from tests.on_disk import started
 from tests.postgres import Cluster
-from tests.server import running_server
-from tests.test_postgres import BASE, postgres_env
+from tests.test_postgres import BASE, postgres_env, two_servers
 from tests.test_postgres_restart import retried_once
 
 TEXT = "text/plain"
@@ -183,14 +181,7 @@ def test_a_long_poll_on_one_server_process_is_answered_by_an_append_on_another(
     does, so only the notification can answer it in time."""
     env = {**postgres_env(postgres_url), "DS_SERVER__LONG_POLL_TIMEOUT_SECS": "600"}
     text = {"Content-Type": "text/plain"}
-    for server in ("a", "b"):
-        (tmp_path / server).mkdir()
-    with (
-        running_server(tmp_path / "a" / "data", env) as first_url,
-        running_server(tmp_path / "b" / "data", env) as second_url,
-        httpx.Client(base_url=first_url, timeout=BOUND) as one,
-        httpx.Client(base_url=second_url, timeout=BOUND) as two,
-    ):
+    with two_servers(tmp_path, env, timeout=BOUND) as (one, two):
         created = one.put(f"{BASE}/s", headers=text)
         assert created.status_code == 201
         tail = created.headers["Stream-Next-Offset"]

@@ -18,16 +18,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
 import trio
 
-from actors.storage import Unavailable, pg_rows
+from actors.storage import pg_rows
+from actors.storage.pg_pool import Pooled
 from actors.storage.pg_rows import Connection
 
-T = TypeVar("T")
 CHANNEL = "ds_subs"  # NOTIFY channel: a subscription's id changed ("" for the key ring)
 LOCKS = 0x6473  # advisory lock class of subscription ids ("ds"); the key ring is (LOCKS, 0)
 LEAD = (0x6473, -1)  # the session lock of the delivering process
@@ -79,7 +78,7 @@ class _Held:
         return [pg_rows.decoded(name) for (name,) in rows]
 
 
-class PostgresSubscriptions:
+class PostgresSubscriptions(Pooled):
     """`ds_subscriptions` (id, record) and `ds_subscription_keys` (one row: the ring), in the
     database `url` (its schema migrated by `PostgresStorage.connect`)."""
 
@@ -108,38 +107,14 @@ class PostgresSubscriptions:
             with contextlib.suppress(psycopg.Error):
                 lead.close()
 
-    async def run(
-        self, function: Callable[[], T], limiter: trio.CapacityLimiter | None = None
-    ) -> T:
-        """`function()` in a worker thread, the database's failures raised as `Unavailable`
-        (answered 503), after the pool replaced the connections a restart of the database
-        closed (so only this request fails on one)."""
-        try:
-            return await trio.to_thread.run_sync(function, limiter=limiter)
-        except psycopg.OperationalError as error:  # a lost connection, a pool timeout, ...
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._check_pool)
-            raise Unavailable(f"database unavailable: {' '.join(str(error).split())}") from error
-
-    def _check_pool(self) -> None:
-        with contextlib.suppress(psycopg.Error):
-            self.pool.check()
-
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        def run() -> T:
-            with self.pool.connection() as connection:
-                return function(connection, *args)
-
-        return await self.run(run, self.limiter)
-
     # ---- subscriptions --------------------------------------------------------------------
 
     async def load(self) -> list[bytes]:
-        rows = await self._call(pg_rows.fetch_all, "SELECT record FROM ds_subscriptions")
+        rows = await self.call(pg_rows.fetch_all, "SELECT record FROM ds_subscriptions")
         return [bytes(record) for (record,) in rows]
 
     async def load_one(self, id: str) -> bytes | None:
-        row = await self._call(
+        row = await self.call(
             pg_rows.fetch_one,
             "SELECT record FROM ds_subscriptions WHERE id = %s",
             (pg_rows.encoded(id),),
@@ -184,7 +159,7 @@ class PostgresSubscriptions:
             await held.remove()
 
     async def stream_name(self, row: int) -> str | None:
-        found = await self._call(
+        found = await self.call(
             pg_rows.fetch_one, "SELECT name FROM ds_streams WHERE id = %s", (row,)
         )
         return None if found is None else pg_rows.decoded(found[0])
@@ -192,14 +167,14 @@ class PostgresSubscriptions:
     # ---- the key ring ---------------------------------------------------------------------
 
     async def load_keys(self) -> bytes | None:
-        row = await self._call(pg_rows.fetch_one, "SELECT ring FROM ds_subscription_keys", ())
+        row = await self.call(pg_rows.fetch_one, "SELECT ring FROM ds_subscription_keys", ())
         return None if row is None else bytes(row[0])
 
     async def save_keys(self, ring: bytes) -> None:
         await self.update_keys(lambda _: ring)
 
     async def update_keys(self, change: Callable[[bytes | None], bytes]) -> bytes:
-        return await self._call(self._update_keys, change)
+        return await self.call(self._update_keys, change)
 
     @staticmethod
     def _update_keys(connection: Connection, change: Callable[[bytes | None], bytes]) -> bytes:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import attrs
 import psycopg
@@ -28,15 +26,14 @@ import trio
 
 from actors.storage import Fold, Log, Restore, Unavailable, pg_rows, pg_schema
 from actors.storage.pg_log import PostgresLog
+from actors.storage.pg_pool import Pooled
 from actors.storage.pg_rows import Connection
 
 __all__ = ["PostgresLog", "PostgresStorage"]
 
-T = TypeVar("T")
-
 
 @attrs.define
-class PostgresStorage:
+class PostgresStorage(Pooled):
     """Streams in one database, through a pool of `pool.max_size` connections."""
 
     pool: psycopg_pool.ConnectionPool[Connection]
@@ -78,25 +75,6 @@ class PostgresStorage:
             raise
         return cls(pool, trio.CapacityLimiter(max_size), access_secs=access_secs, url=url)
 
-    async def run(
-        self, function: Callable[[], T], limiter: trio.CapacityLimiter | None = None
-    ) -> T:
-        """`function()` in a worker thread, the database's failures raised as `Unavailable`.
-        A restart of the database leaves every idle connection in the pool closed: after a
-        failure the pool tries each (`check`), so that only this request fails on one."""
-        try:
-            return await trio.to_thread.run_sync(function, limiter=limiter)
-        except psycopg.OperationalError as error:  # a lost connection, a pool timeout, ...
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.check_pool)
-            raise Unavailable(f"database unavailable: {' '.join(str(error).split())}") from error
-
-    def check_pool(self) -> None:
-        """Blocking: the idle connections tried, those the database closed replaced (after a
-        failure, and when the listening connection is back: the database may have restarted)."""
-        with contextlib.suppress(psycopg.Error):
-            self.pool.check()
-
     def give_back(self, connection: Connection) -> None:
         """A connection from `pool.getconn` back, its transaction (if any) rolled back."""
         status = connection.info.transaction_status
@@ -104,15 +82,6 @@ class PostgresStorage:
             with contextlib.suppress(psycopg.Error):
                 connection.execute("ROLLBACK")
         self.pool.putconn(connection)
-
-    async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(connection, *args)` in a worker thread, on a pooled connection."""
-
-        def run() -> T:
-            with self.pool.connection() as connection:
-                return function(connection, *args)
-
-        return await self.run(run, self.limiter)
 
     async def check(self) -> str | None:
         """Why the database cannot serve (for /readyz), or None if it answers: asked on a
