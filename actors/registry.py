@@ -18,7 +18,7 @@ from actors.actor import StreamActor
 from actors.faults import Throttle
 from actors.messages import Pending, R
 from actors.metrics import ActorMetrics
-from actors.storage import Storage
+from actors.storage import Storage, Unavailable
 from actors.view_budget import ViewBudget, ViewLimits
 from actors.wakeups import Commits
 from streams.protocol.errors import ProtocolError
@@ -265,7 +265,9 @@ class Registry:
             await trio.sleep(interval)
             try:
                 await self.rescan(interval)
-            except Exception:  # the database away: the next scan looks again
+            except Unavailable as error:  # the next scan looks again
+                logger.warning("looking for streams due to expire failed: %s", error)
+            except Exception:
                 logger.exception("looking for streams due to expire failed")
 
     async def _collect_interrupted_deletes(self) -> None:
