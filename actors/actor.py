@@ -48,7 +48,8 @@ from actors.views import Views
 from actors.wakeups import Receipt
 from streams.protocol import checkpoint
 from streams.protocol.errors import ProtocolError, not_found
-from streams.protocol.machine import Reply, StreamState, compacted
+from streams.protocol.machine import Reply, StreamState
+from streams.protocol.stream_reads import compacted
 
 logger = logging.getLogger(__name__)
 
