@@ -47,8 +47,9 @@ from actors.tail_cache import TailCache
 from actors.views import Views
 from actors.wakeups import Receipt
 from streams.protocol import checkpoint
-from streams.protocol.errors import ProtocolError, not_found
-from streams.protocol.machine import Reply, StreamState, compacted
+from streams.protocol.errors import ProtocolError
+from streams.protocol.machine import Reply, StreamState
+from streams.protocol.stream_reads import compacted
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class StreamActor(Existence):
     """One stream's actor: the only owner of its log, its state and its live readers. The
     registry starts it with a `Supervisor`, sends it `Ask`s through `send`, and it answers
     each through the caller's `Pending`; its life is the table above. Its create, delete and
-    expiry handlers are in actors/existence.py."""
+    expiry handlers, and the checks that its stream exists, are in actors/existence.py."""
 
     def __init__(
         self,
@@ -298,19 +299,6 @@ class StreamActor(Existence):
                 await self.views.release(self.state, self.log)
                 return None
         raise TypeError(f"unknown message {message!r}")
-
-    def _existing(self) -> StreamState:
-        if self.state is None:
-            raise not_found()
-        return self.state
-
-    def _visible(self, gone_status: int = 410) -> StreamState:
-        state = self._existing()
-        if state.soft_deleted:
-            if gone_status == 409:
-                raise ProtocolError(409, "Conflict", "source stream was deleted", code="GONE")
-            state.check_visible()
-        return state
 
     async def _touch(self, state: StreamState) -> None:
         """A read slides the TTL, here and (postgres mode) for the other processes."""

@@ -2,7 +2,8 @@
 undoing a create that failed), delete (a soft delete while forks read the stream), expiry,
 a fork's link released, and (postgres mode) catching up with what other server processes
 committed to the stream. `StreamActor` (actors/actor.py) takes these handlers from
-`Existence`; what they use of the actor is declared on the class below."""
+`Existence`, with the checks that the stream exists (404) and is not deleted (410); what
+they use of the actor is declared on the class below."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from actors.supervisor import Supervisor
 from actors.tail_cache import TailCache
 from actors.views import Views
 from streams.protocol import records
+from streams.protocol.errors import ProtocolError, not_found
 from streams.protocol.machine import Reply, StreamState
 
 logger = logging.getLogger("actors.actor")  # the actor's lines, under one name
@@ -42,10 +44,24 @@ class Existence:
 
     if TYPE_CHECKING:
 
-        def _existing(self) -> StreamState: ...
         def _note_deadline(self) -> None: ...
         def _notify(self, added_from: int | None = None, added: bytes = b"") -> None: ...
         async def _recover(self) -> None: ...
+
+    # ---- exists -------------------------------------------------------------------------
+
+    def _existing(self) -> StreamState:
+        if self.state is None:
+            raise not_found()
+        return self.state
+
+    def _visible(self, gone_status: int = 410) -> StreamState:
+        state = self._existing()
+        if state.soft_deleted:
+            if gone_status == 409:
+                raise ProtocolError(409, "Conflict", "source stream was deleted", code="GONE")
+            state.check_visible()
+        return state
 
     # ---- create -------------------------------------------------------------------------
 

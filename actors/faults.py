@@ -12,7 +12,7 @@ from collections.abc import Callable
 import trio
 
 from actors.storage import CorruptLog, Superseded, Unavailable, framing
-from actors.storage.files import WRITE_REFUSED
+from actors.storage.file_io import WRITE_REFUSED
 from streams.protocol.errors import ProtocolError
 
 FSCK = "python -m streams fsck DATA_DIR --repair"

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from actors import actor
 from actors.registry import Registry
 from actors.service import Streams
-from actors.storage import Fold, Log, Restore, Storage, files
-from actors.storage.files import CHECKPOINT_SUFFIX, FileStorage
+from actors.storage import Fold, Log, Restore, Storage, file_io, file_log
+from actors.storage.file_log import CHECKPOINT_SUFFIX
+from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from streams.protocol import checkpoint
 from streams.protocol.errors import ProtocolError
@@ -238,7 +239,7 @@ async def test_in_file_fast_mode_a_checkpoint_covers_only_synced_data(
     """Commits are not synced in file-fast mode: the log is synced before its checkpoint
     is written, or a power loss could leave a checkpoint over bytes that never hit the disk."""
     events: list[str] = []
-    real_sync, real_write = files.fdatasync, files._write_checkpoint
+    real_sync, real_write = file_io.fdatasync, file_log._write_checkpoint
 
     def sync(fd: int) -> None:
         events.append("sync")
@@ -248,8 +249,8 @@ async def test_in_file_fast_mode_a_checkpoint_covers_only_synced_data(
         events.append("checkpoint")
         real_write(path, binding, state)
 
-    monkeypatch.setattr(files, "fdatasync", sync)
-    monkeypatch.setattr(files, "_write_checkpoint", write)
+    monkeypatch.setattr(file_io, "fdatasync", sync)
+    monkeypatch.setattr(file_log, "_write_checkpoint", write)
     storage = FileStorage(tmp_path, durable=False)
     await session(Counting(storage), fill)
     assert events == ["sync", "checkpoint"]

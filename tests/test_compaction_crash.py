@@ -23,8 +23,9 @@ import trio
 from actors import messages as m
 from actors.registry import Registry
 from actors.service import Streams
-from actors.storage import files
-from actors.storage.files import COMPACT_SUFFIX, FileLog, FileStorage
+from actors.storage import file_io
+from actors.storage.file_log import COMPACT_SUFFIX, FileLog
+from actors.storage.files import FileStorage
 from streams.protocol import offsets
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
@@ -70,8 +71,8 @@ class Plan:
 
 
 def install(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> None:
-    for seam in ("open_file", "pwrite", "pread", "fdatasync", "_fsync_dir"):
-        monkeypatch.setattr(files, seam, plan.call(seam, getattr(files, seam)))
+    for seam in ("open_file", "pwrite", "pread", "fdatasync", "fsync_dir"):
+        monkeypatch.setattr(file_io, seam, plan.call(seam, getattr(file_io, seam)))
     for call in ("unlink", "replace"):
         monkeypatch.setattr(os, call, plan.call(call, getattr(os, call)))
     prepare, restart = FileLog._prepare, FileLog._restart

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from actors.service import Fork, Streams
-from actors.storage import files
+from actors.storage import file_io
 from actors.storage.files import FileStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
@@ -53,8 +53,8 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
         log_file = storage._path("s")
         size = log_file.stat().st_size
 
-        real = getattr(files, seam)
-        monkeypatch.setattr(files, seam, failing(error, real, partial=seam == "pwrite"))
+        real = getattr(file_io, seam)
+        monkeypatch.setattr(file_io, seam, failing(error, real, partial=seam == "pwrite"))
         with pytest.raises(ProtocolError) as failure:
             await streams.append("s", AppendRequest(TEXT, b"lost"))
         assert failure.value.status == status
@@ -63,7 +63,7 @@ async def test_a_failed_commit_is_reported_invisible_and_recoverable(
         assert log_file.stat().st_size == size  # no partial frame left behind
         assert (await streams.read("s", Sentinel.START, 1 << 20)).data == b"a"
 
-        monkeypatch.setattr(files, seam, real)
+        monkeypatch.setattr(file_io, seam, real)
         await streams.append("s", AppendRequest(TEXT, b"b"))
         assert (await streams.read("s", Sentinel.START, 1 << 20)).data == b"ab"
         nursery.cancel_scope.cancel()
@@ -99,14 +99,14 @@ async def test_a_create_failing_on_a_full_disk_leaves_no_file(
     storage = FileStorage(tmp_path, durable=True)
     async with trio.open_nursery() as nursery:
         streams = Streams(await started(storage, nursery))
-        real = getattr(files, seam)
-        monkeypatch.setattr(files, seam, failing_from(1, errno.ENOSPC, real))
+        real = getattr(file_io, seam)
+        monkeypatch.setattr(file_io, seam, failing_from(1, errno.ENOSPC, real))
         with pytest.raises(ProtocolError) as failure:
             await streams.create("s", CreateRequest(StreamConfig(TEXT), body=b"a"))
         assert failure.value.status == 503
         assert files_under(tmp_path / "streams") == []
 
-        monkeypatch.setattr(files, seam, real)
+        monkeypatch.setattr(file_io, seam, real)
         assert (await streams.create("s", CreateRequest(StreamConfig(TEXT)))).status == 201
         nursery.cancel_scope.cancel()
     storage.close()
@@ -124,8 +124,8 @@ async def test_a_fork_failing_on_a_full_disk_leaves_no_file(
         streams = Streams(await started(storage, nursery))
         await streams.create("src", CreateRequest(StreamConfig(TEXT), body=b"a"))
         before = files_under(tmp_path / "streams")
-        real = getattr(files, seam)
-        monkeypatch.setattr(files, seam, failing_from(call_number, errno.ENOSPC, real))
+        real = getattr(file_io, seam)
+        monkeypatch.setattr(file_io, seam, failing_from(call_number, errno.ENOSPC, real))
         with pytest.raises(ProtocolError) as failure:
             await streams.create("f", CreateRequest(StreamConfig("")), Fork("src"))
         assert failure.value.status == 503
@@ -133,7 +133,7 @@ async def test_a_fork_failing_on_a_full_disk_leaves_no_file(
         assert files_under(tmp_path / "forks") == []  # neither a link nor a .tmp
         assert await storage.links("src") == {}
 
-        monkeypatch.setattr(files, seam, real)
+        monkeypatch.setattr(file_io, seam, real)
         assert (
             await streams.create("f", CreateRequest(StreamConfig("")), Fork("src"))
         ).status == 201

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.storage import files
+from actors.storage import file_io
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from streams.config import Settings
@@ -195,7 +195,7 @@ async def test_not_ready_before_start_nor_on_read_only_storage(
         starting = await call(app, "GET", "/readyz")
         assert (starting.status, starting.body) == (503, b"not ready: starting\n")
     FileStorage(tmp_path, durable=True).close()  # a data directory, then mounted read-only
-    monkeypatch.setattr(files, "open_file", refusing_writes(errno.EROFS))
+    monkeypatch.setattr(file_io, "open_file", refusing_writes(errno.EROFS))
     async with started_app(Settings(data_dir=tmp_path)) as app:
         read_only = await call(app, "GET", "/readyz")
         assert read_only.status == 503

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from actors.service import Fork, Streams
-from actors.storage import DataDirLocked, files
+from actors.storage import DataDirLocked, file_io
 from actors.storage.files import FileStorage
 from streams.protocol.errors import ProtocolError
 from streams.protocol.machine import AppendRequest, CreateRequest
@@ -63,7 +63,7 @@ def make_read_only(
             chmodded.append(root)
             return errno.EACCES
         error: int = getattr(errno, request.param)
-        monkeypatch.setattr(files, "open_file", refusing_writes(error))
+        monkeypatch.setattr(file_io, "open_file", refusing_writes(error))
         return error
 
     if request.param == "chmod" and os.geteuid() == 0:
@@ -231,8 +231,8 @@ async def test_a_file_system_turning_read_only_under_a_running_server(
         def read_only_fs(fd: int, *args: Any) -> int:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-        monkeypatch.setattr(files, "pwrite", read_only_fs)
-        monkeypatch.setattr(files, "open_file", refusing_writes(errno.EROFS))
+        monkeypatch.setattr(file_io, "pwrite", read_only_fs)
+        monkeypatch.setattr(file_io, "open_file", refusing_writes(errno.EROFS))
         with pytest.raises(ProtocolError) as refused:
             await streams.append("s", AppendRequest(TEXT, b"lost"))
         assert (refused.value.status, refused.value.code) == (503, "STORAGE_READ_ONLY")

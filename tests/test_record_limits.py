@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from actors.registry import Registry
 from actors.service import FLATTEN_IN_THREAD_BYTES, Streams
-from actors.storage import OFFLOAD_BYTES, Fold, Log, Restore, Storage, files, framing
+from actors.storage import OFFLOAD_BYTES, Fold, Log, Restore, Storage, file_io, framing
 from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from streams.protocol import jsonmode, offsets, records
@@ -248,7 +248,7 @@ def test_reopening_reads_the_log_a_window_at_a_time(
 
     backend.session(write)
     reads: list[int] = []
-    real = files.pread
+    real = file_io.pread
 
     def spy(fd: int, length: int, offset: int) -> bytes:
         reads.append(length)
@@ -265,7 +265,7 @@ def test_reopening_reads_the_log_a_window_at_a_time(
             storage.close()
         return sum(lengths)
 
-    monkeypatch.setattr(files, "pread", spy)
+    monkeypatch.setattr(file_io, "pread", spy)
     assert trio.run(reopen) == len(chunk) * count
     assert reads and max(reads) <= framing.WINDOW
 

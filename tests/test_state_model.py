@@ -48,7 +48,8 @@ from actors import views as views_module
 from actors.registry import Registry
 from actors.service import Fork, Streams
 from actors.storage import Storage
-from actors.storage.files import VIEW_SUFFIX, FileStorage
+from actors.storage.file_log import VIEW_SUFFIX
+from actors.storage.files import FileStorage
 from actors.storage.memory import MemoryStorage
 from actors.view_budget import ViewLimits
 from state.view import Entity

@@ -11,9 +11,10 @@ import attrs
 
 from streams.protocol.errors import ProtocolError, bad_request, conflict, not_found
 from streams.protocol.headers import is_json, media_type
-from streams.protocol.machine import CreateRequest, compacted
+from streams.protocol.machine import CreateRequest
 from streams.protocol.records import StreamConfig
 from streams.protocol.requests import Fork
+from streams.protocol.stream_reads import compacted
 
 
 @attrs.frozen
