@@ -280,19 +280,23 @@ class Registry:
             # Shared storage: another process may be creating one of those forks right now
             # (its link is written first). One that is still not there after the grace is not.
             await trio.sleep(self.link_grace)
+            stale = await self.stale_links(stale)
         await self.collect(stale)
         self.collected.set()
 
-    async def stale_links(self) -> dict[str, list[str]]:
-        """Each fork source's links to forks that are gone, or another stream by the name."""
-        return {name: await self._stale(name) for name in await self.storage.fork_sources()}
+    async def stale_links(self, among: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+        """Each fork source's links to forks that are gone, or another stream by the name;
+        with `among` (an earlier answer), those of its links that still are."""
+        if among is None:
+            return {name: await self._stale(name) for name in await self.storage.fork_sources()}
+        return {name: await self._stale(name, forks) for name, forks in among.items()}
 
     async def collect(self, stale: dict[str, list[str]]) -> None:
-        """The links of `stale` that are stale still are dropped; a source soft-deleted that
-        nothing links to any more goes."""
+        """The `stale` links are dropped; a source soft-deleted that nothing links to any
+        more goes."""
         for name, forks in stale.items():
             try:
-                for fork in await self._stale(name, forks):
+                for fork in forks:
                     await self.call(name, m.Unlink(fork))
                 await self.call(name, m.Unlink(None))
             except Exception:
